@@ -1,0 +1,14 @@
+"""One WSGI middleware per concern; :class:`wsgishield.Shield` composes them.
+
+Every middleware takes the wrapped application first and keyword-only
+options after it, and also offers ``from_policy(app, policy, routes)``, which
+returns the middleware configured from a :class:`~wsgishield.policy.Policy`,
+or ``None`` when the policy leaves that layer off.
+"""
+
+from __future__ import annotations
+
+from .client import ClientAddressMiddleware
+from .routes import RouteMiddleware
+
+__all__ = ["ClientAddressMiddleware", "RouteMiddleware"]

@@ -1,0 +1,90 @@
+"""Client address middleware: resolve the real client once per request.
+
+It stores the result under ``wsgishield.client_ip`` (canonical text),
+``wsgishield.client`` (:class:`~wsgishield.client.ClientAddress`, with the
+peer, the source and any fallback reason) and ``wsgishield.scheme``.
+
+.. warning::
+
+   Trust only proxies that you run and that overwrite or append to the
+   forwarding header. See :mod:`wsgishield.client` for the rules, and prefer
+   the reverse proxy's own module (nginx ``realip``) when you do not need the
+   address resolved in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .. import context
+from ..client import ClientAddressResolver, Source
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from ..policy import Policy
+    from ..routes import RouteTable
+
+__all__ = ["ClientAddressMiddleware"]
+
+
+class ClientAddressMiddleware:
+    """Resolve the client address and scheme, then call the wrapped app."""
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        trusted_proxies: Iterable[str] = (),
+        source: Source = "x-forwarded-for",
+        hops: int = 0,
+        max_header_bytes: int = 8192,
+        cloudflare_ranges: str | None = None,
+        forwarded_proto: bool = True,
+        set_remote_addr: bool = False,
+    ) -> None:
+        self.app = app
+        self.resolver = ClientAddressResolver(
+            trusted_proxies=trusted_proxies,
+            source=source,
+            hops=hops,
+            max_header_bytes=max_header_bytes,
+            cloudflare_ranges=cloudflare_ranges,
+            forwarded_proto=forwarded_proto,
+        )
+        self.set_remote_addr = set_remote_addr
+
+    @classmethod
+    def from_policy(
+        cls, app: WSGIApplication, policy: Policy, routes: RouteTable
+    ) -> ClientAddressMiddleware:
+        settings = policy.client
+        return cls(
+            app,
+            trusted_proxies=settings.trusted_proxies,
+            source=settings.source,
+            hops=settings.hops,
+            max_header_bytes=settings.max_header_bytes,
+            cloudflare_ranges=settings.cloudflare_ranges,
+            forwarded_proto=settings.forwarded_proto,
+            set_remote_addr=settings.set_remote_addr,
+        )
+
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        client, scheme = self.resolver.resolve(environ)
+        environ[context.CLIENT] = client
+        environ[context.CLIENT_IP] = client.ip
+        environ[context.SCHEME] = scheme
+
+        if self.set_remote_addr:
+            environ["REMOTE_ADDR"] = client.ip
+            environ["wsgi.url_scheme"] = scheme
+
+        trace: list[tuple[str, str, Any]] | None = environ.get(context.TRACE)
+        if trace is not None:
+            trace.append(("client", client.ip, client))
+
+        return self.app(environ, start_response)
