@@ -6,13 +6,19 @@ and the application read it from there instead of computing it again.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+from typing import Any, NamedTuple
+
 __all__ = [
     "CLIENT",
     "CLIENT_IP",
+    "DECISION",
     "IDENTITY",
     "ROUTE",
     "SCHEME",
     "TRACE",
+    "Decision",
+    "record_decision",
 ]
 
 #: Canonical text of the resolved client address (``str``).
@@ -33,3 +39,36 @@ IDENTITY = "wsgishield.identity"
 #: A list that layers append ``(layer, decision, detail)`` tuples to when it
 #: is present; ``wsgishield explain`` sets it, normal requests do not.
 TRACE = "wsgishield.trace"
+
+#: The :class:`Decision` of the layer that ended the request early, if any.
+DECISION = "wsgishield.decision"
+
+
+class Decision(NamedTuple):
+    """Why a layer answered a request itself instead of passing it on."""
+
+    #: The layer: ``access``, ``request``, ``auth``, ``ratelimit``, ``cache``.
+    layer: str
+    #: One of a fixed set: ``denied-cidr``, ``banned``, ``invalid``,
+    #: ``auth-failed``, ``rate-limited``, ``cached``, ``unavailable``.
+    action: str
+    #: A short machine-readable reason from a fixed set per layer.
+    reason: str
+    #: The id of the policy rule or list entry behind the decision.
+    rule_id: str | None = None
+
+
+def record_decision(
+    environ: MutableMapping[str, Any],
+    layer: str,
+    action: str,
+    reason: str,
+    rule_id: str | None = None,
+) -> Decision:
+    """Store a layer's decision in the environ and in the trace, if any."""
+    decision = Decision(layer, action, reason, rule_id)
+    environ[DECISION] = decision
+    trace = environ.get(TRACE)
+    if trace is not None:
+        trace.append((layer, action, decision))
+    return decision

@@ -23,7 +23,7 @@ import msgspec
 from .errors import ConfigurationError
 from .problem import PROBLEM_TYPE_BASE
 
-__all__ = ["ClientPolicy", "Policy", "RouteRule", "load_policy"]
+__all__ = ["ClientPolicy", "Policy", "RedisSettings", "RouteRule", "load_policy"]
 
 _STRUCT_OPTIONS: dict[str, Any] = {
     "forbid_unknown_fields": True,
@@ -57,6 +57,27 @@ class ClientPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
     set_remote_addr: bool = False
 
 
+class RedisSettings(msgspec.Struct, **_STRUCT_OPTIONS):
+    """Connection to the Redis deployment that holds shared state.
+
+    ``WSGISHIELD_REDIS_URL`` in the environment overrides ``url``, so the
+    policy file need not carry credentials.
+    """
+
+    #: ``single``: one server at ``url``; ``sentinel``: ask ``sentinels`` for
+    #: the master of ``service_name``; ``cluster``: Redis Cluster seeded at ``url``.
+    mode: Literal["single", "sentinel", "cluster"] = "single"
+    url: str = "redis://127.0.0.1:6379/0"
+    sentinels: list[str] = []
+    service_name: str = "mymaster"
+    #: Hard timeout of one command, in milliseconds.
+    timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 10
+    #: Prefix of every key wsgishield writes.
+    key_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,32}$")] = (
+        "wsgishield"
+    )
+
+
 class RouteRule(msgspec.Struct, **_STRUCT_OPTIONS):
     """One route rule; later rules only apply when earlier ones do not match."""
 
@@ -72,6 +93,8 @@ class Policy(msgspec.Struct, **_STRUCT_OPTIONS):
     """The whole policy."""
 
     client: ClientPolicy = ClientPolicy()
+    #: Shared-state connection, used by the layers whose store is ``redis``.
+    redis: RedisSettings | None = None
     routes: list[RouteRule] = []
     #: Size of the (method, path) to route memo table.
     route_cache_size: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 4096

@@ -1,0 +1,1 @@
+"""Stores for shared state: in-process memory and Redis."""
