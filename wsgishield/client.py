@@ -181,7 +181,10 @@ class ClientAddressResolver:
     def _from_forwarded(
         self, header: str, peer: _Parsed
     ) -> tuple[_Parsed | None, str | None, str | None]:
-        nodes, protos = _parse_forwarded(header)
+        parsed = _parse_forwarded(header)
+        if parsed is None:
+            return None, "invalid", None
+        nodes, protos = parsed
         if self.hops:
             return _count_hops(nodes, self.hops, protos)
         return self._walk_right_to_left(nodes, protos)
@@ -250,27 +253,35 @@ def _count_hops(
     return None, "short-chain" if seen else "missing", None
 
 
-def _parse_forwarded(header: str) -> tuple[list[str], dict[int, str]]:
+def _parse_forwarded(header: str) -> tuple[list[str], dict[int, str]] | None:
     """Split an RFC 7239 ``Forwarded`` value into its ``for=`` nodes.
 
     Returns one node text per element (empty when an element has no
     ``for``), with quotes removed, and the ``proto`` of each element that
-    has one. Obfuscated identifiers (``_hidden``) and ``unknown`` stay as
-    they are and fail to parse as addresses later.
+    has one; ``None`` when a quoted string is not terminated. Obfuscated
+    identifiers (``_hidden``) and ``unknown`` stay as they are and fail to
+    parse as addresses later.
     """
     nodes: list[str] = []
     protos: dict[int, str] = {}
     node = ""
+    name = ""
     name_start = 0
     value_start = -1
-    name = ""
     in_quotes = False
     escaped = False
-    length = len(header)
 
-    index = 0
-    while index <= length:
-        char = header[index] if index < length else ","
+    def end_pair(end: int) -> None:
+        nonlocal node
+        if value_start < 0:
+            return
+        value = _unquote(header[value_start:end].strip())
+        if name == "for":
+            node = value
+        elif name == "proto" and value.lower() in ("http", "https"):
+            protos[len(nodes)] = value.lower()
+
+    for index, char in enumerate(header):
         if in_quotes:
             if escaped:
                 escaped = False
@@ -283,23 +294,17 @@ def _parse_forwarded(header: str) -> tuple[list[str], dict[int, str]]:
         elif char == "=" and value_start < 0:
             name = header[name_start:index].strip().lower()
             value_start = index + 1
-        elif char in ";,":
-            if value_start >= 0:
-                value = _unquote(header[value_start:index].strip())
-                if name == "for":
-                    node = value
-                elif name == "proto":
-                    proto = value.lower()
-                    if proto in ("http", "https"):
-                        protos[len(nodes)] = proto
-            name_start = index + 1
-            value_start = -1
-            name = ""
+        elif char == ";" or char == ",":
+            end_pair(index)
+            name_start, value_start, name = index + 1, -1, ""
             if char == ",":
                 nodes.append(node)
                 node = ""
-        index += 1
 
+    if in_quotes:
+        return None
+    end_pair(len(header))
+    nodes.append(node)
     return nodes, protos
 
 
