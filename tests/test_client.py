@@ -261,3 +261,28 @@ def test_middleware_sets_environ_keys() -> None:
     assert seen[context.SCHEME] == "https"
     assert seen["REMOTE_ADDR"] == "203.0.113.9"
     assert seen["wsgi.url_scheme"] == "https"
+
+
+def test_memo_bounded_and_skips_long_headers() -> None:
+    from wsgishield.client import MAX_MEMOISED_HEADER, MEMO_SIZE
+
+    resolver = ClientAddressResolver(trusted_proxies=TRUSTED)
+    for number in range(MEMO_SIZE + 500):
+        resolver.resolve(environ("10.0.0.5", X_FORWARDED_FOR=f"198.51.{number // 256}.{number % 256}"))
+    assert len(resolver._memo) <= MEMO_SIZE
+
+    resolver._memo.clear()
+    long_header = ", ".join(["203.0.113.9"] * (MAX_MEMOISED_HEADER // 10))
+    client, _ = resolver.resolve(environ("10.0.0.5", X_FORWARDED_FOR=long_header))
+    assert client.ip == "203.0.113.9"
+    assert resolver._memo == {}
+
+
+def test_memo_keeps_answers_apart() -> None:
+    resolver = ClientAddressResolver(trusted_proxies=TRUSTED)
+    first, _ = resolver.resolve(environ("10.0.0.5", X_FORWARDED_FOR="203.0.113.9"))
+    spoofed, _ = resolver.resolve(environ("203.0.113.66", X_FORWARDED_FOR="203.0.113.9"))
+    again, _ = resolver.resolve(environ("10.0.0.5", X_FORWARDED_FOR="203.0.113.9"))
+    assert first.ip == "203.0.113.9"
+    assert spoofed.ip == "203.0.113.66"
+    assert again is first

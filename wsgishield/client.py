@@ -73,6 +73,13 @@ _UNIX_SOCKET_PEER = ("127.0.0.1", 4, 0x7F000001, "")
 
 _Parsed = tuple[str, int, int, str]
 
+# Resolutions are memoised per (peer, header, proto header, scheme): a client
+# that keeps its connection path repeats the same values. Longer header
+# values are resolved every time, so random headers cannot fill the memo
+# with large keys.
+MEMO_SIZE = 4096
+MAX_MEMOISED_HEADER = 256
+
 
 class ClientAddress(NamedTuple):
     """The resolved client of one request."""
@@ -141,6 +148,7 @@ class ClientAddressResolver:
         self.max_header_bytes = max_header_bytes
         self.forwarded_proto = forwarded_proto
         self._header_key = SOURCES[source]
+        self._memo: dict[tuple[Any, ...], tuple[ClientAddress, str]] = {}
         self._walk = {
             "x-forwarded-for": self._from_list,
             "forwarded": self._from_forwarded,
@@ -150,13 +158,42 @@ class ClientAddressResolver:
 
     def resolve(self, environ: Mapping[str, Any]) -> tuple[ClientAddress, str]:
         """Return the client address and the effective scheme of a request."""
+        header = environ.get(self._header_key)
+        key = (
+            environ.get("REMOTE_ADDR"),
+            header,
+            environ.get("HTTP_X_FORWARDED_PROTO"),
+            environ.get("wsgi.url_scheme"),
+        )
+        try:
+            return self._memo[key]
+        except (KeyError, TypeError):
+            pass
+
+        resolved = self._resolve(environ, header)
+        if header is None or len(header) <= MAX_MEMOISED_HEADER:
+            memo = self._memo
+            if len(memo) >= MEMO_SIZE:
+                # Another thread may evict the same entry first: harmless.
+                try:
+                    del memo[next(iter(memo))]
+                except (KeyError, RuntimeError, StopIteration):
+                    pass
+            try:
+                memo[key] = resolved
+            except TypeError:  # a non-string value in a hand-built environ
+                pass
+        return resolved
+
+    def _resolve(
+        self, environ: Mapping[str, Any], header: Any
+    ) -> tuple[ClientAddress, str]:
         scheme = environ.get("wsgi.url_scheme", "http")
         peer = parse_address(environ.get("REMOTE_ADDR") or "") or _UNIX_SOCKET_PEER
 
         if not self.trusted.contains(peer[1], peer[2]):
             return _client(peer, peer, "peer", None), scheme
 
-        header = environ.get(self._header_key)
         if not header or header.isspace():
             return _client(peer, peer, "peer", "missing"), scheme
         if len(header) > self.max_header_bytes:
