@@ -73,6 +73,13 @@ _UNIX_SOCKET_PEER = ("127.0.0.1", 4, 0x7F000001, "")
 
 _Parsed = tuple[str, int, int, str]
 
+# Resolutions are memoised per (peer, header, proto header, scheme): a client
+# that keeps its connection path repeats the same values. Longer header
+# values are resolved every time, so random headers cannot fill the memo
+# with large keys.
+MEMO_SIZE = 4096
+MAX_MEMOISED_HEADER = 256
+
 
 class ClientAddress(NamedTuple):
     """The resolved client of one request."""
@@ -141,6 +148,7 @@ class ClientAddressResolver:
         self.max_header_bytes = max_header_bytes
         self.forwarded_proto = forwarded_proto
         self._header_key = SOURCES[source]
+        self._memo: dict[tuple[Any, ...], tuple[ClientAddress, str]] = {}
         self._walk = {
             "x-forwarded-for": self._from_list,
             "forwarded": self._from_forwarded,
@@ -150,13 +158,42 @@ class ClientAddressResolver:
 
     def resolve(self, environ: Mapping[str, Any]) -> tuple[ClientAddress, str]:
         """Return the client address and the effective scheme of a request."""
+        header = environ.get(self._header_key)
+        key = (
+            environ.get("REMOTE_ADDR"),
+            header,
+            environ.get("HTTP_X_FORWARDED_PROTO"),
+            environ.get("wsgi.url_scheme"),
+        )
+        try:
+            return self._memo[key]
+        except (KeyError, TypeError):
+            pass
+
+        resolved = self._resolve(environ, header)
+        if header is None or len(header) <= MAX_MEMOISED_HEADER:
+            memo = self._memo
+            if len(memo) >= MEMO_SIZE:
+                # Another thread may evict the same entry first: harmless.
+                try:
+                    del memo[next(iter(memo))]
+                except (KeyError, RuntimeError, StopIteration):
+                    pass
+            try:
+                memo[key] = resolved
+            except TypeError:  # a non-string value in a hand-built environ
+                pass
+        return resolved
+
+    def _resolve(
+        self, environ: Mapping[str, Any], header: Any
+    ) -> tuple[ClientAddress, str]:
         scheme = environ.get("wsgi.url_scheme", "http")
         peer = parse_address(environ.get("REMOTE_ADDR") or "") or _UNIX_SOCKET_PEER
 
         if not self.trusted.contains(peer[1], peer[2]):
             return _client(peer, peer, "peer", None), scheme
 
-        header = environ.get(self._header_key)
         if not header or header.isspace():
             return _client(peer, peer, "peer", "missing"), scheme
         if len(header) > self.max_header_bytes:
@@ -181,7 +218,10 @@ class ClientAddressResolver:
     def _from_forwarded(
         self, header: str, peer: _Parsed
     ) -> tuple[_Parsed | None, str | None, str | None]:
-        nodes, protos = _parse_forwarded(header)
+        parsed = _parse_forwarded(header)
+        if parsed is None:
+            return None, "invalid", None
+        nodes, protos = parsed
         if self.hops:
             return _count_hops(nodes, self.hops, protos)
         return self._walk_right_to_left(nodes, protos)
@@ -250,27 +290,35 @@ def _count_hops(
     return None, "short-chain" if seen else "missing", None
 
 
-def _parse_forwarded(header: str) -> tuple[list[str], dict[int, str]]:
+def _parse_forwarded(header: str) -> tuple[list[str], dict[int, str]] | None:
     """Split an RFC 7239 ``Forwarded`` value into its ``for=`` nodes.
 
     Returns one node text per element (empty when an element has no
     ``for``), with quotes removed, and the ``proto`` of each element that
-    has one. Obfuscated identifiers (``_hidden``) and ``unknown`` stay as
-    they are and fail to parse as addresses later.
+    has one; ``None`` when a quoted string is not terminated. Obfuscated
+    identifiers (``_hidden``) and ``unknown`` stay as they are and fail to
+    parse as addresses later.
     """
     nodes: list[str] = []
     protos: dict[int, str] = {}
     node = ""
+    name = ""
     name_start = 0
     value_start = -1
-    name = ""
     in_quotes = False
     escaped = False
-    length = len(header)
 
-    index = 0
-    while index <= length:
-        char = header[index] if index < length else ","
+    def end_pair(end: int) -> None:
+        nonlocal node
+        if value_start < 0:
+            return
+        value = _unquote(header[value_start:end].strip())
+        if name == "for":
+            node = value
+        elif name == "proto" and value.lower() in ("http", "https"):
+            protos[len(nodes)] = value.lower()
+
+    for index, char in enumerate(header):
         if in_quotes:
             if escaped:
                 escaped = False
@@ -283,23 +331,17 @@ def _parse_forwarded(header: str) -> tuple[list[str], dict[int, str]]:
         elif char == "=" and value_start < 0:
             name = header[name_start:index].strip().lower()
             value_start = index + 1
-        elif char in ";,":
-            if value_start >= 0:
-                value = _unquote(header[value_start:index].strip())
-                if name == "for":
-                    node = value
-                elif name == "proto":
-                    proto = value.lower()
-                    if proto in ("http", "https"):
-                        protos[len(nodes)] = proto
-            name_start = index + 1
-            value_start = -1
-            name = ""
+        elif char == ";" or char == ",":
+            end_pair(index)
+            name_start, value_start, name = index + 1, -1, ""
             if char == ",":
                 nodes.append(node)
                 node = ""
-        index += 1
 
+    if in_quotes:
+        return None
+    end_pair(len(header))
+    nodes.append(node)
     return nodes, protos
 
 

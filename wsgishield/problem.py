@@ -81,7 +81,7 @@ class Problem:
 
     def with_detail(self, detail: str, headers: Headers = ()) -> Problem:
         """Return a copy of this problem with ``detail`` and extra headers."""
-        extra = [item for item in self.headers[3:]]
+        extra = self.headers[3:]
         return Problem(
             self.status,
             self.slug,

@@ -20,6 +20,19 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
+def _gunicorn_has_control_socket() -> bool:
+    try:
+        from gunicorn import version_info
+    except ImportError:
+        return False
+    return tuple(version_info[:2]) >= (25, 1)
+
+
+# Gunicorn 25.1+ opens a control socket at one per-user path; tests run
+# several instances at once, so they turn it off.
+_GUNICORN_HAS_CONTROL_SOCKET = _gunicorn_has_control_socket()
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -144,6 +157,8 @@ class GunicornServer:
         command = [sys.executable, "-m", "gunicorn"]
         if self.config:
             command += ["--config", self.config]
+        if _GUNICORN_HAS_CONTROL_SOCKET:
+            command.append("--no-control-socket")
         command += [
             "--bind", f"127.0.0.1:{self.port}",
             "--workers", str(self.workers),

@@ -100,6 +100,8 @@ def parse_address(text: str) -> tuple[str, int, int, str] | None:
     not an address. IPv4-mapped IPv6 addresses come back as IPv4; the zone is
     returned apart and is not part of ``canonical`` or ``value``.
     """
+    if not isinstance(text, str):
+        raise TypeError(f"expected str, got {type(text).__name__}")
     if not text or len(text) > MAX_ADDRESS_TEXT:
         return None
 
