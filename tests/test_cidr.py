@@ -96,9 +96,24 @@ def test_large_range_is_one_interval(kernel: ModuleType) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "10.0.0.1/8", "1.2.3.4/33", "::/129", "1.2.3.4/", "1.2.3.4/-1",
-     "1.2.3.4/1000", "1.2.3.4:80", "[::1]", "fe80::1%eth0", "01.2.3.4/32",
-     "10.0.0.0 /8", "garbage", "1.2.3.4/8/8", "::ffff:1.2.3.4/97", "x" * 500],
+    [
+        "",
+        "10.0.0.1/8",
+        "1.2.3.4/33",
+        "::/129",
+        "1.2.3.4/",
+        "1.2.3.4/-1",
+        "1.2.3.4/1000",
+        "1.2.3.4:80",
+        "[::1]",
+        "fe80::1%eth0",
+        "01.2.3.4/32",
+        "10.0.0.0 /8",
+        "garbage",
+        "1.2.3.4/8/8",
+        "::ffff:1.2.3.4/97",
+        "x" * 500,
+    ],
 )
 def test_parse_network_rejects(kernel: ModuleType, text: str) -> None:
     with pytest.raises(ValueError):
@@ -128,8 +143,16 @@ def test_lookup_rejects_out_of_range(
 
 @pytest.mark.parametrize(
     "network",
-    [(5, 0, 0, 0), (4, 0, 33, 0), (4, 0, -1, 0), (4, 1, 31, 0), (4, 2**32, 32, 0),
-     (6, 2**128, 128, 0), (4, 0, 0, -1), (4, 0, 0, 2**31)],
+    [
+        (5, 0, 0, 0),
+        (4, 0, 33, 0),
+        (4, 0, -1, 0),
+        (4, 1, 31, 0),
+        (4, 2**32, 32, 0),
+        (6, 2**128, 128, 0),
+        (4, 0, 0, -1),
+        (4, 0, 0, 2**31),
+    ],
 )
 def test_table_rejects_bad_network(
     kernel: ModuleType, network: tuple[int, ...]
@@ -212,8 +235,13 @@ def probe_addresses(
         last = int(network.broadcast_address)
         for value in (first - 1, first, last, last + 1):
             if 0 <= value <= top:
-                addresses.append(str(ipaddress.ip_address(value) if network.version == 4
-                                     else ipaddress.IPv6Address(value)))
+                addresses.append(
+                    str(
+                        ipaddress.ip_address(value)
+                        if network.version == 4
+                        else ipaddress.IPv6Address(value)
+                    )
+                )
                 if network.version == 4:
                     addresses.append(f"::ffff:{ipaddress.IPv4Address(value)}")
     return addresses
@@ -233,11 +261,18 @@ def test_twins_agree_with_reference(texts: list[str], data: st.DataObject) -> No
         parsed = [kernel.parse_network(text) for text in texts]
         for network, (version, first, length) in zip(networks, parsed, strict=True):
             assert (version, first, length) == (
-                network.version, int(network.network_address), network.prefixlen
+                network.version,
+                int(network.network_address),
+                network.prefixlen,
             )
-        tables.append((kernel, kernel.PrefixTable(
-            [(*entry, rule) for rule, entry in enumerate(parsed)]
-        )))
+        tables.append(
+            (
+                kernel,
+                kernel.PrefixTable(
+                    [(*entry, rule) for rule, entry in enumerate(parsed)]
+                ),
+            )
+        )
 
     for address in probe_addresses(data, networks):
         expected = reference_lookup(networks, address)
@@ -248,10 +283,12 @@ def test_twins_agree_with_reference(texts: list[str], data: st.DataObject) -> No
 
 
 @settings(max_examples=500, deadline=None)
-@given(text=st.one_of(
-    st.text(alphabet="0123456789abcdefABCDEF:./%[]x ", max_size=50),
-    prefixes(),
-))
+@given(
+    text=st.one_of(
+        st.text(alphabet="0123456789abcdefABCDEF:./%[]x ", max_size=50),
+        prefixes(),
+    )
+)
 def test_twins_parse_alike(text: str) -> None:
     if _fast.NO_EXTENSIONS:
         pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")
@@ -286,6 +323,9 @@ def test_many_prefixes_agree(kernel: ModuleType) -> None:
     table = build(kernel, *texts)
     for network in networks[:300]:
         for value in (int(network.network_address), int(network.broadcast_address)):
-            address = str(ipaddress.ip_address(value) if network.version == 4
-                          else ipaddress.IPv6Address(value))
+            address = str(
+                ipaddress.ip_address(value)
+                if network.version == 4
+                else ipaddress.IPv6Address(value)
+            )
             assert table.lookup_text(address) == reference_lookup(networks, address)

@@ -200,7 +200,7 @@ class AccessList:
         return Verdict(rule.action == "allow", rule, self.key)
 
     def _compile(self) -> _Snapshot:
-        rules = []
+        rules: list[AccessRule] = []
         networks = []
         sources = [self._inline, *(list_file.entries for list_file in self._files)]
         for entries in sources:
@@ -222,7 +222,9 @@ class AccessList:
             if changed:
                 self._snapshot = self._compile()
                 logger.info(
-                    "access list %s reloaded: %d networks", self.key, len(self._snapshot.rules)
+                    "access list %s reloaded: %d networks",
+                    self.key,
+                    len(self._snapshot.rules),
                 )
         finally:
             self._lock.release()

@@ -98,7 +98,9 @@ class _Timing(NamedTuple):
     repeat_window: float
 
     def ban_seconds(self, offence: int) -> float:
-        return float(min(self.ban_time * self.ban_multiplier ** (offence - 1), self.max_ban_time))
+        return float(
+            min(self.ban_time * self.ban_multiplier ** (offence - 1), self.max_ban_time)
+        )
 
 
 class MemoryBanStore:
@@ -265,7 +267,9 @@ class RedisBanStore:
             if now < self._retry_at:
                 return
             try:
-                reply = self._call(self._sync, [self.index_key], [self._since_ms, MAX_SYNCED_BANS])
+                reply = self._call(
+                    self._sync, [self.index_key], [self._since_ms, MAX_SYNCED_BANS]
+                )
             except StoreError as exc:
                 self._failed("fetching bans", exc)
                 return
@@ -290,14 +294,20 @@ class RedisBanStore:
             _milliseconds(timing.max_ban_time),
             _milliseconds(timing.repeat_window),
         ]
-        ban_ms, offence, now_ms = (int(part) for part in self._call(self._strike, keys, args))
+        ban_ms, offence, now_ms = (
+            int(part) for part in self._call(self._strike, keys, args)
+        )
         if ban_ms <= 0:
             return None
 
         seconds = ban_ms / 1000
         self.local.add_ban(subject, seconds)
         member = f"{text}|{now_ms + ban_ms}"
-        self._call(self._publish, [self.index_key], [member, _milliseconds(timing.max_ban_time)])
+        self._call(
+            self._publish,
+            [self.index_key],
+            [member, _milliseconds(timing.max_ban_time)],
+        )
         return Ban(text, seconds, offence)
 
     def _apply_sync(self, reply: list[Any]) -> None:
@@ -378,9 +388,13 @@ class Bans:
         exempt_networks: Iterable[str] = (),
     ) -> None:
         if not 8 <= ipv4_prefix <= 32:
-            raise ConfigurationError("bans.ipv4_prefix", ipv4_prefix, "expected 8 to 32")
+            raise ConfigurationError(
+                "bans.ipv4_prefix", ipv4_prefix, "expected 8 to 32"
+            )
         if not 16 <= ipv6_prefix <= 128:
-            raise ConfigurationError("bans.ipv6_prefix", ipv6_prefix, "expected 16 to 128")
+            raise ConfigurationError(
+                "bans.ipv6_prefix", ipv6_prefix, "expected 16 to 128"
+            )
         self.store = store
         statuses = set(strike_statuses)
         if strike_validation:
@@ -394,7 +408,9 @@ class Bans:
         try:
             self._exempt_networks = NetworkSet(expand_presets(networks, cloudflare))
         except ValueError as exc:
-            raise ConfigurationError("bans.exempt_networks", networks, str(exc)) from exc
+            raise ConfigurationError(
+                "bans.exempt_networks", networks, str(exc)
+            ) from exc
         self.ipv4_prefix = ipv4_prefix
         self.ipv6_prefix = ipv6_prefix
         self._ipv4_mask = ((1 << ipv4_prefix) - 1) << (32 - ipv4_prefix)
@@ -402,7 +418,11 @@ class Bans:
 
     @classmethod
     def from_policy(
-        cls, policy: BanPolicy, redis: Any = None, *, clock: Callable[[], float] = time.monotonic
+        cls,
+        policy: BanPolicy,
+        redis: Any = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> Bans:
         """Build the rules and the store; ``redis`` is the policy's Redis section."""
         timing = _Timing(
@@ -415,7 +435,9 @@ class Bans:
         )
         if policy.max_ban_time < policy.ban_time:
             raise ConfigurationError(
-                "bans.max_ban_time", policy.max_ban_time, "must be at least bans.ban_time"
+                "bans.max_ban_time",
+                policy.max_ban_time,
+                "must be at least bans.ban_time",
             )
         store: BanStore
         if policy.store == "redis":
@@ -477,7 +499,9 @@ class Bans:
         trap = self._trap
         return trap is not None and trap.match(normalize_path(path)) is not None
 
-    def strike(self, version: int, value: int, weight: int = 1) -> tuple[str, Ban | None]:
+    def strike(
+        self, version: int, value: int, weight: int = 1
+    ) -> tuple[str, Ban | None]:
         """Count strikes for a client; return its subject text and any new ban."""
         subject = self.subject(version, value)
         text = self.subject_text(subject)

@@ -121,7 +121,8 @@ class AccessMiddleware:
         route_rules = {
             route.id: route.rule.access
             for route in routes.routes
-            if route.rule is not None and getattr(route.rule, "access", None) is not None
+            if route.rule is not None
+            and getattr(route.rule, "access", None) is not None
         }
         if policy.access is None and policy.bans is None and not route_rules:
             return None
@@ -146,7 +147,9 @@ class AccessMiddleware:
         if verdict is not None and verdict.rule is not None:
             trace = environ.get(context.TRACE)
             if trace is not None:
-                decision = context.Decision("access", "allowed", "allow-list", verdict.rule.id)
+                decision = context.Decision(
+                    "access", "allowed", "allow-list", verdict.rule.id
+                )
                 trace.append(("access", "allowed", decision))
 
         bans = self.bans
@@ -155,13 +158,17 @@ class AccessMiddleware:
 
         left = bans.ban_left(client.version, client.value)
         if left is not None:
-            return self._reject_banned(environ, start_response, bans, client, route, left)
+            return self._reject_banned(
+                environ, start_response, bans, client, route, left
+            )
 
         path = environ.get("PATH_INFO") or "/"
         if bans.is_exempt_path(path):
             return self.app(environ, start_response)
         if bans.is_trap(path):
-            self._strike(environ, bans, client, route, "trap-path", None, bans.trap_strikes)
+            self._strike(
+                environ, bans, client, route, "trap-path", None, bans.trap_strikes
+            )
 
         watching = self._watching(environ, start_response, bans, client, route)
         return self.app(environ, watching)
@@ -251,7 +258,7 @@ class AccessMiddleware:
                     self._strike(environ, bans, client, route, reason, rule_id, 1)
             return start_response(status, headers, exc_info)
 
-        return watching  # type: ignore[return-value]
+        return watching
 
     def _strike(
         self,
@@ -284,7 +291,9 @@ def _peer_client(environ: WSGIEnvironment) -> ClientAddress:
     return ClientAddress(ip, version, value, zone, ip, "peer", None)
 
 
-def _fields(environ: WSGIEnvironment, client: ClientAddress, route: Any) -> dict[str, Any]:
+def _fields(
+    environ: WSGIEnvironment, client: ClientAddress, route: Any
+) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "client.ip": client.ip,
         "url.path": (environ.get("PATH_INFO") or "/")[:256],
