@@ -1,10 +1,11 @@
 """Automatic bans: strikes for failed requests, bans that grow with repeats.
 
 A client earns strikes for the outcomes the policy names (401, 403, 429,
-failed validation, requests to trap paths). Strikes drain at ``threshold``
-per ``window`` seconds, like a leaky bucket, so a client is banned once it
-collects ``threshold`` strikes faster than they drain; a client that fails
-now and then never is. A ban lasts ``ban_time`` seconds, multiplied by
+failed validation, requests to trap paths). Strikes drain like a leaky
+bucket, one every ``window / threshold`` seconds, so a client is banned
+once it collects ``threshold`` strikes faster than they drain, and a client
+that fails now and then never is. ``threshold`` strikes in a burst ban at
+once. A ban lasts ``ban_time`` seconds, multiplied by
 ``ban_multiplier`` for each earlier ban within ``repeat_window``, up to
 ``max_ban_time`` (fail2ban's ``bantime.increment``), and ends by itself.
 
@@ -28,6 +29,7 @@ Stores:
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -155,13 +157,10 @@ class MemoryBanStore:
             if self._bans.get(subject, 0.0) > now:
                 return None
 
-            level = float(weight)
-            entry = self._strikes.pop(subject, None)
-            if entry is not None:
-                drained = (now - entry[1]) * timing.threshold / timing.window
-                level += max(0.0, entry[0] - drained)
+            level, updated = _drain(self._strikes.pop(subject, None), now, timing)
+            level += weight
             if level < timing.threshold:
-                self._strikes[subject] = [level, now]
+                self._strikes[subject] = [level, updated]
                 _bound(self._strikes, self.max_clients)
                 return None
 
@@ -177,6 +176,26 @@ class MemoryBanStore:
             self._bans[subject] = now + seconds
             _bound(self._bans, self.max_clients)
             return Ban(text, seconds, offence)
+
+
+def _drain(
+    entry: list[float] | None, now: float, timing: _Timing
+) -> tuple[float, float]:
+    """Remove the whole strikes that drained since the last one.
+
+    One strike drains every ``window / threshold`` seconds; ``updated``
+    moves by whole drain steps only, so a part-drained strike still counts.
+    """
+    if entry is None:
+        return 0.0, now
+    level, updated = entry
+    step = timing.window / timing.threshold
+    drained = math.floor((now - updated) / step)
+    if drained >= level:
+        return 0.0, now
+    if drained <= 0:
+        return level, updated
+    return level - drained, updated + drained * step
 
 
 def _bound(table: dict[Any, Any], size: int) -> None:

@@ -1,8 +1,8 @@
 -- Count strikes against one client and ban it past the threshold.
 --
--- Strikes drain at threshold / window per millisecond (a leaky bucket), so
--- a client is banned once it collects `threshold` strikes faster than they
--- drain. A ban lasts ban_ms * multiplier ^ (earlier offences), at most
+-- Strikes drain like a leaky bucket, one every window_ms / threshold
+-- milliseconds, so a client is banned once it collects `threshold` strikes
+-- faster than they drain. A ban lasts ban_ms * multiplier ^ (earlier offences), at most
 -- max_ban_ms; offences are remembered for repeat_ms after the last ban.
 -- Time comes from the Redis server, so app servers with skewed clocks agree.
 --
@@ -31,16 +31,28 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
     return {-1, 0, now}
 end
 
+-- Only whole strikes drain, and `updated` moves by whole drain steps, so a
+-- part-drained strike still counts.
 local level = 0
+local updated = now
 local stored = redis.call('HMGET', KEYS[1], 'level', 'updated')
 if stored[1] then
-    local elapsed = math.max(0, now - tonumber(stored[2]))
-    level = math.max(0, tonumber(stored[1]) - elapsed * threshold / window_ms)
+    local step = window_ms / threshold
+    level = tonumber(stored[1])
+    updated = tonumber(stored[2])
+    local drained = math.floor(math.max(0, now - updated) / step)
+    if drained >= level then
+        level = 0
+        updated = now
+    elseif drained > 0 then
+        level = level - drained
+        updated = updated + drained * step
+    end
 end
 level = level + weight
 
 if level < threshold then
-    redis.call('HSET', KEYS[1], 'level', tostring(level), 'updated', now)
+    redis.call('HSET', KEYS[1], 'level', level, 'updated', tostring(updated))
     redis.call('PEXPIRE', KEYS[1], window_ms)
     return {0, 0, now}
 end
