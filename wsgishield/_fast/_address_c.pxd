@@ -1,7 +1,7 @@
 # Declarations that other compiled kernels cimport to parse addresses with
-# the same code as ``parse_address``, without building Python objects.
+# the address kernel's grammar, without building Python objects.
 
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint64_t
 
-cdef bint _parse_ipv4(str text, Py_ssize_t start, Py_ssize_t end, uint32_t* out)
-cdef bint _parse_ipv6(str text, Py_ssize_t start, Py_ssize_t end, uint64_t* high, uint64_t* low)
+cdef int parse_ascii_address(const unsigned char* text, Py_ssize_t start, Py_ssize_t end,
+                             uint64_t* high, uint64_t* low) noexcept nogil

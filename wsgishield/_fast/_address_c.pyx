@@ -322,3 +322,159 @@ def format_address(int version, object value):
     if version == 4:
         return _format_ipv4(<uint32_t>value)
     return _format_ipv6(<uint64_t>(value >> 64), <uint64_t>(value & 0xFFFFFFFFFFFFFFFF))
+
+
+# --- Plain addresses from ASCII bytes, for other kernels ---------------------
+#
+# The same grammar as _parse_ipv4 and _parse_ipv6 above, over the bytes of
+# a compact ASCII string: no per-character indexing calls, no exceptions,
+# no GIL. Kernels that look addresses up by text (the CIDR matcher) cimport
+# parse_ascii_address through _address_c.pxd.
+
+
+cdef inline int _ascii_hex_value(unsigned char c) noexcept nogil:
+    if c >= 48 and c <= 57:  # 0-9
+        return c - 48
+    if c >= 97 and c <= 102:  # a-f
+        return c - 87
+    if c >= 65 and c <= 70:  # A-F
+        return c - 55
+    return -1
+
+
+cdef bint _ascii_ipv4(const unsigned char* text, Py_ssize_t start, Py_ssize_t end,
+                      uint32_t* out) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    cdef int dots = 0
+    cdef int digits = 0
+    cdef uint32_t octet = 0
+    cdef uint32_t value = 0
+
+    for i in range(start, end):
+        c = text[i]
+        if c == 46:  # "."
+            if digits == 0 or dots == 3:
+                return False
+            dots += 1
+            value = (value << 8) | octet
+            octet = 0
+            digits = 0
+        elif c >= 48 and c <= 57:
+            # Leading zeros are rejected: see the twin for why.
+            if digits == 1 and octet == 0:
+                return False
+            octet = octet * 10 + (c - 48)
+            digits += 1
+            if octet > 255:
+                return False
+        else:
+            return False
+
+    if digits == 0 or dots != 3:
+        return False
+    out[0] = (value << 8) | octet
+    return True
+
+
+cdef bint _ascii_ipv6(const unsigned char* text, Py_ssize_t start, Py_ssize_t end,
+                      uint64_t* high, uint64_t* low) noexcept nogil:
+    cdef uint32_t groups[8]
+    cdef int count = 0
+    cdef int gap = -1
+    cdef Py_ssize_t i = start
+    cdef Py_ssize_t group_start
+    cdef int digit
+    cdef int length
+    cdef uint32_t group
+    cdef uint32_t ipv4
+    cdef int missing
+    cdef int k
+
+    if end - start < 2:
+        return False
+    if text[i] == 58:  # ":" may start the text only as "::"
+        if text[i + 1] != 58:
+            return False
+        gap = 0
+        i += 2
+
+    while i < end:
+        group_start = i
+        group = 0
+        length = 0
+        while i < end:
+            digit = _ascii_hex_value(text[i])
+            if digit < 0:
+                break
+            group = (group << 4) | <uint32_t>digit
+            length += 1
+            if length > 4:
+                return False
+            i += 1
+
+        if i < end and text[i] == 46:  # "." starts an embedded IPv4 tail
+            if count > 6 or not _ascii_ipv4(text, group_start, end, &ipv4):
+                return False
+            groups[count] = ipv4 >> 16
+            groups[count + 1] = ipv4 & 0xFFFF
+            count += 2
+            i = end
+            break
+
+        if length == 0 or count == 8:
+            return False
+        groups[count] = group
+        count += 1
+        if i == end:
+            break
+        if text[i] != 58:
+            return False
+        i += 1
+        if i < end and text[i] == 58:
+            if gap >= 0:
+                return False
+            gap = count
+            i += 1
+        elif i == end:
+            return False  # a single trailing ":"
+
+    if gap < 0:
+        if count != 8:
+            return False
+    else:
+        # "::" stands for at least one group of zeros (RFC 4291, section 2.2).
+        missing = 8 - count
+        if missing < 1:
+            return False
+        for k in range(count - 1, gap - 1, -1):
+            groups[k + missing] = groups[k]
+        for k in range(gap, gap + missing):
+            groups[k] = 0
+
+    high[0] = 0
+    low[0] = 0
+    for k in range(4):
+        high[0] = (high[0] << 16) | groups[k]
+        low[0] = (low[0] << 16) | groups[k + 4]
+    return True
+
+
+cdef int parse_ascii_address(const unsigned char* text, Py_ssize_t start, Py_ssize_t end,
+                             uint64_t* high, uint64_t* low) noexcept nogil:
+    """Parse a plain address (no port, brackets or zone) in ``text[start:end]``.
+
+    Returns 4 (the value in ``low``), 6 (in ``high`` and ``low``) or 0 when
+    the bytes are not an address. IPv4-mapped IPv6 addresses come back as
+    6: the caller decides how to treat them.
+    """
+    cdef Py_ssize_t i
+    cdef uint32_t ipv4
+    for i in range(start, end):
+        if text[i] == 58:  # ":"
+            return 6 if _ascii_ipv6(text, start, end, high, low) else 0
+    if not _ascii_ipv4(text, start, end, &ipv4):
+        return 0
+    high[0] = 0
+    low[0] = ipv4
+    return 4

@@ -1,0 +1,227 @@
+"""Longest-prefix matcher benchmarks over 100,000 mixed IPv4/IPv6 prefixes.
+
+Run: ``python -m pytest bench/bench_cidr.py --benchmark-only -s``. Needs the
+``bench`` extra (pytricia, a benchmark-only baseline: LGPL, never a runtime
+dependency).
+
+Lookups are mostly misses, as for a deny list: each timed call looks up the
+same 1,000 probe addresses, so per-lookup figures are the call's time divided
+by 1,000 (the Python loop is part of every variant alike). The ratio tests
+also print an interleaved A/B measurement (see ``bench/conftest.py``) with
+per-prefix memory.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import ipaddress
+import random
+import time
+from bisect import bisect_right
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from bench.conftest import interleaved, report
+
+pytricia = pytest.importorskip("pytricia")
+
+compiled = importlib.import_module("wsgishield._fast._cidr_c")
+twin = importlib.import_module("wsgishield._fast._cidr_py")
+
+PREFIXES = 100_000
+PROBES = 1_000
+
+
+def _random_prefixes(count: int, seed: int = 3) -> list[str]:
+    """Prefixes shaped like threat feeds: mostly /24../32 and /32../64."""
+    generator = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        if generator.random() < 0.6:
+            length = generator.choice([16, 20, 22, 24, 24, 24, 28, 32, 32, 32])
+            value = generator.getrandbits(32) & ~((1 << (32 - length)) - 1)
+            texts.append(f"{ipaddress.IPv4Address(value)}/{length}")
+        else:
+            length = generator.choice([29, 32, 40, 48, 48, 56, 64, 64, 64, 128])
+            value = (0x2 << 124) | generator.getrandbits(125)  # inside 2000::/3
+            value &= ~((1 << (128 - length)) - 1)
+            texts.append(f"{ipaddress.IPv6Address(value)}/{length}")
+    return texts
+
+
+def _probes(texts: list[str], count: int, seed: int = 5) -> list[str]:
+    """Random addresses (60% IPv4) plus 5% taken from inside listed prefixes."""
+    generator = random.Random(seed)
+    probes = []
+    for _ in range(count):
+        roll = generator.random()
+        if roll < 0.05:
+            network = ipaddress.ip_network(generator.choice(texts))
+            probes.append(str(network.network_address))
+        elif roll < 0.6:
+            probes.append(str(ipaddress.IPv4Address(generator.getrandbits(32))))
+        else:
+            value = (0x2 << 124) | generator.getrandbits(125)
+            probes.append(str(ipaddress.IPv6Address(value)))
+    return probes
+
+
+TEXTS = _random_prefixes(PREFIXES)
+PROBE_TEXTS = _probes(TEXTS, PROBES)
+NETWORKS = [(*compiled.parse_network(text), rule) for rule, text in enumerate(TEXTS)]
+
+COMPILED_TABLE = compiled.PrefixTable(NETWORKS)
+TWIN_TABLE = twin.PrefixTable(NETWORKS)
+PROBE_VALUES = [compiled.parse_host(text) for text in PROBE_TEXTS]
+
+
+def _build_pytricia() -> Any:
+    tree = pytricia.PyTricia(128)
+    for rule, text in enumerate(TEXTS):
+        if text not in tree:
+            tree[text] = rule
+    return tree
+
+
+TRIE = _build_pytricia()
+
+
+def _ipaddress_lookup(text: str) -> int:
+    """The usual pure-Python approach: ipaddress parsing, then bisect."""
+    address = ipaddress.ip_address(text)
+    if address.version == 4:
+        starts, ids = TWIN_TABLE._starts4, TWIN_TABLE._ids4
+    else:
+        starts, ids = TWIN_TABLE._starts6, TWIN_TABLE._ids6
+    index = bisect_right(starts, int(address)) - 1
+    return int(ids[index]) if index >= 0 else -1
+
+
+DICTIONARY = {text: rule for rule, text in enumerate(TEXTS)}
+
+
+def _loop(lookup: Callable[[str], Any]) -> Callable[[], None]:
+    probes = PROBE_TEXTS
+
+    def run() -> None:
+        for text in probes:
+            lookup(text)
+
+    return run
+
+
+TEXT_LOOKUPS: dict[str, Callable[[], None]] = {
+    "compiled lookup_text": _loop(COMPILED_TABLE.lookup_text),
+    "twin lookup_text": _loop(TWIN_TABLE.lookup_text),
+    "ipaddress + bisect": _loop(_ipaddress_lookup),
+    "pytricia get": _loop(TRIE.get),
+    "dict get (exact text, no LPM)": _loop(DICTIONARY.get),
+}
+
+
+def test_probes_mostly_miss() -> None:
+    hits = sum(COMPILED_TABLE.lookup_text(text) >= 0 for text in PROBE_TEXTS)
+    assert hits < PROBES // 4
+    # Every variant returns the same rule, so they do the same work.
+    for text in PROBE_TEXTS:
+        expected = COMPILED_TABLE.lookup_text(text)
+        assert TWIN_TABLE.lookup_text(text) == expected
+        assert _ipaddress_lookup(text) == expected
+        found = TRIE.get(text)
+        assert (-1 if found is None else found) == expected
+
+
+@pytest.mark.parametrize("variant", list(TEXT_LOOKUPS))
+def test_lookup_text_1000(benchmark: Any, variant: str) -> None:
+    benchmark.group = "1,000 lookups from text"
+    benchmark(TEXT_LOOKUPS[variant])
+
+
+def _value_loop(table: Any) -> Callable[[], None]:
+    probes = PROBE_VALUES
+    lookup = table.lookup
+
+    def run() -> None:
+        for version, value in probes:
+            lookup(version, value)
+
+    return run
+
+
+@pytest.mark.parametrize("variant", ["compiled", "twin"])
+def test_lookup_value_1000(benchmark: Any, variant: str) -> None:
+    benchmark.group = "1,000 lookups from (version, value)"
+    table = COMPILED_TABLE if variant == "compiled" else TWIN_TABLE
+    benchmark(_value_loop(table))
+
+
+def _build_from_text(kernel: Any) -> Any:
+    networks = [(*kernel.parse_network(text), rule) for rule, text in enumerate(TEXTS)]
+    return kernel.PrefixTable(networks)
+
+
+BUILDS: dict[str, Callable[[], Any]] = {
+    "compiled from text": lambda: _build_from_text(compiled),
+    "compiled from tuples": lambda: compiled.PrefixTable(NETWORKS),
+    "twin from text": lambda: _build_from_text(twin),
+    "pytricia from text": _build_pytricia,
+}
+
+
+@pytest.mark.parametrize("variant", list(BUILDS))
+def test_build_100000(benchmark: Any, variant: str) -> None:
+    benchmark.group = "build 100,000 prefixes"
+    benchmark.pedantic(BUILDS[variant], rounds=3, iterations=1)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm", encoding="ascii") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * 4096
+
+
+def _memory_per_prefix(build: Callable[[], Any]) -> float:
+    """Resident memory growth per prefix while the structure is alive (estimate)."""
+    gc.collect()
+    before = _resident_bytes()
+    kept = build()
+    gc.collect()
+    after = _resident_bytes()
+    del kept
+    return (after - before) / PREFIXES
+
+
+def test_cidr_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    medians = interleaved(TEXT_LOOKUPS, rounds=15, number=3)
+    per_lookup = {name: value / PROBES for name, value in medians.items()}
+    values = interleaved(
+        {"compiled": _value_loop(COMPILED_TABLE), "twin": _value_loop(TWIN_TABLE)},
+        rounds=15,
+        number=3,
+    )
+    started = time.perf_counter()
+    table = _build_from_text(compiled)
+    build_seconds = time.perf_counter() - started
+
+    with capsys.disabled():
+        print()
+        print(report("lookup from text, per lookup", per_lookup, "compiled lookup_text"))
+        print(report(
+            "lookup from (version, value), per lookup",
+            {name: value / PROBES for name, value in values.items()},
+            "compiled",
+        ))
+        print(f"compiled build from text: {build_seconds:.3f} s for {len(table)} prefixes")
+        print(
+            f"compiled table: {table.intervals} intervals, {table.nbytes} bytes, "
+            f"{table.nbytes / len(table):.1f} bytes per prefix"
+        )
+        print(f"twin table (estimate): {TWIN_TABLE.nbytes / len(TWIN_TABLE):.1f} bytes per prefix")
+        print(
+            "resident growth per prefix (estimate): compiled "
+            f"{_memory_per_prefix(lambda: compiled.PrefixTable(NETWORKS)):.1f} B, "
+            f"pytricia {_memory_per_prefix(_build_pytricia):.1f} B"
+        )
