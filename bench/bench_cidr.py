@@ -195,12 +195,12 @@ def _memory_per_prefix(build: Callable[[], Any]) -> float:
 
 
 def test_cidr_ratios(capsys: pytest.CaptureFixture[str]) -> None:
-    medians = interleaved(TEXT_LOOKUPS, rounds=15, number=3)
+    medians = interleaved(TEXT_LOOKUPS, rounds=15, number=10)
     per_lookup = {name: value / PROBES for name, value in medians.items()}
     values = interleaved(
         {"compiled": _value_loop(COMPILED_TABLE), "twin": _value_loop(TWIN_TABLE)},
         rounds=15,
-        number=3,
+        number=10,
     )
     started = time.perf_counter()
     table = _build_from_text(compiled)
@@ -208,18 +208,25 @@ def test_cidr_ratios(capsys: pytest.CaptureFixture[str]) -> None:
 
     with capsys.disabled():
         print()
-        print(report("lookup from text, per lookup", per_lookup, "compiled lookup_text"))
-        print(report(
-            "lookup from (version, value), per lookup",
-            {name: value / PROBES for name, value in values.items()},
-            "compiled",
-        ))
-        print(f"compiled build from text: {build_seconds:.3f} s for {len(table)} prefixes")
+        print(
+            report("lookup from text, per lookup", per_lookup, "compiled lookup_text")
+        )
+        print(
+            report(
+                "lookup from (version, value), per lookup",
+                {name: value / PROBES for name, value in values.items()},
+                "compiled",
+            )
+        )
+        print(
+            f"compiled build from text: {build_seconds:.3f} s for {len(table)} prefixes"
+        )
         print(
             f"compiled table: {table.intervals} intervals, {table.nbytes} bytes, "
             f"{table.nbytes / len(table):.1f} bytes per prefix"
         )
-        print(f"twin table (estimate): {TWIN_TABLE.nbytes / len(TWIN_TABLE):.1f} bytes per prefix")
+        twin_bytes = TWIN_TABLE.nbytes / len(TWIN_TABLE)
+        print(f"twin table (estimate): {twin_bytes:.1f} bytes per prefix")
         print(
             "resident growth per prefix (estimate): compiled "
             f"{_memory_per_prefix(lambda: compiled.PrefixTable(NETWORKS)):.1f} B, "

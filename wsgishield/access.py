@@ -1,6 +1,6 @@
 """CIDR allow and deny lists, inline or from files that reload themselves.
 
-One :class:`AccessList` holds the allow and deny networks of one scope (the
+One :class:`AccessList` compiles the allow and deny networks of one scope (the
 whole site, or one route) in a single longest-prefix table, so the most
 specific network decides:
 

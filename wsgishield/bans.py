@@ -10,7 +10,7 @@ once. A ban lasts ``ban_time`` seconds, multiplied by
 ``max_ban_time`` (fail2ban's ``bantime.increment``), and ends by itself.
 
 A client is an address masked to ``ipv4_prefix`` or ``ipv6_prefix`` bits:
-one IPv6 host usually holds a whole /64, so counting single IPv6
+one IPv6 host usually gets a whole /64, so counting single IPv6
 addresses would let it rotate through 2**64 of them.
 
 Stores:
@@ -110,7 +110,7 @@ class MemoryBanStore:
 
     Each dictionary keeps at most ``max_clients`` entries and drops the
     oldest beyond that, so a flood of distinct clients cannot exhaust
-    memory; a dropped ban ends early, which is the price of that bound.
+    memory. A dropped ban ends early: that is the price of the bound.
     """
 
     def __init__(
@@ -386,7 +386,7 @@ def _pattern_union(key: str, patterns: Iterable[str]) -> re.Pattern[str] | None:
 
 
 class Bans:
-    """What counts as a strike, who is exempt, and the store that keeps bans.
+    """Strike rules, exemptions and the store that keeps strikes and bans.
 
     ``store`` is a :class:`MemoryBanStore` or :class:`RedisBanStore` built
     with the same timing; :meth:`from_policy` builds both from a policy.

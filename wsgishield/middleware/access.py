@@ -4,7 +4,7 @@ A request from a denied network, or from outside a scope's allow list, gets
 a 403 problem response before any inner layer or the application runs.
 Site-wide lists apply first, then the lists of the matched route; both must
 let the client through. A banned client gets 403, or 429 with
-``Retry-After`` when the policy says so.
+``Retry-After`` when the ban policy sets ``status = 429``.
 
 Strikes come from the layers inside this one and from the application: the
 middleware watches the status each request ends with and counts the ones
@@ -55,7 +55,7 @@ _UNIX_SOCKET_PEER = ("127.0.0.1", 4, 0x7F000001, "")
 class AccessMiddleware:
     """Reject denied networks and banned clients; count strikes for bans.
 
-    ``access`` holds the site-wide lists, ``routes`` maps route ids to
+    ``access`` contains the site-wide lists, ``routes`` maps route ids to
     their own lists and ``bans`` turns automatic bans on; each may be left
     out. ``redis`` is needed when ``bans.store`` is ``redis``.
     """
