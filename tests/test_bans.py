@@ -17,6 +17,7 @@ from tests.support.servers import RedisServer
 from wsgishield import ConfigurationError, Shield, context, events
 from wsgishield.bans import Ban, Bans, MemoryBanStore, RedisBanStore
 from wsgishield.middleware import AccessMiddleware
+from wsgishield.middleware.access import FLOOD_EVENTS_PER_SECOND
 from wsgishield.policy import BanPolicy, RedisSettings
 
 
@@ -389,11 +390,45 @@ def test_strike_and_ban_events(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_strike_events_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    """Strikes from 3,000 distinct clients still cost a bounded number of records."""
     shield = ban_shield(threshold=10_000)
     with caplog.at_level(logging.INFO, logger="wsgishield.events.access"):
-        for _ in range(300):
-            via_proxy(shield, "192.0.2.7", "/status/401")
-    assert 1 <= len(caplog.records) <= 10
+        for index in range(3000):
+            via_proxy(shield, f"10.0.{index // 256}.{index % 256}", "/status/401")
+    assert 1 <= len(caplog.records) <= 2 * FLOOD_EVENTS_PER_SECOND
+
+
+def test_malformed_status_not_counted() -> None:
+    def odd_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        start_response("abc", [])
+        return [b""]
+
+    bans = Bans.from_policy(BanPolicy(threshold=1))
+    app = AccessMiddleware(odd_app, bans=bans)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": "192.0.2.7"}
+    b"".join(app(environ, lambda status, headers, exc_info=None: None))
+    assert bans.ban_left(*value_of("192.0.2.7")) is None
+
+
+POLICY_ERRORS = [
+    ({"ipv6_prefix": 8}, "bans.ipv6_prefix"),
+    ({"status": 404}, "bans.status"),
+    ({"threshold": 0}, "bans.threshold"),
+    ({"window": -1}, "bans.window"),
+    ({"strike_statuses": [200]}, "bans.strike_statuses[0]"),
+    ({"store": "postgres"}, "bans.store"),
+    ({"exempt_networks": ["10.0.0.1/8"]}, "bans.exempt_networks"),
+    ({"ban_time": 100, "max_ban_time": 10}, "bans.max_ban_time"),
+]
+
+
+@pytest.mark.parametrize(
+    ("settings", "key"), POLICY_ERRORS, ids=[key for _, key in POLICY_ERRORS]
+)
+def test_policy_errors_name_key(settings: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Shield(status_app, {"bans": settings})
+    assert raised.value.key == key
 
 
 def test_strike_rule_from_inner_decision() -> None:

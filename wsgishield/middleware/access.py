@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 
 __all__ = ["AccessMiddleware"]
 
+# Records per second of each of denied-cidr, strike and banned, across all
+# clients: a flood from many addresses costs this many records per second
+# plus a count of the suppressed ones (``labels.suppressed``).
+FLOOD_EVENTS_PER_SECOND = 20
+
 # A request without an address of its own (a Unix socket peer) is judged
 # as loopback, as the client-address layer does.
 _UNIX_SOCKET_PEER = ("127.0.0.1", 4, 0x7F000001, "")
@@ -98,6 +103,7 @@ class AccessMiddleware:
         else:
             self.bans = Bans.from_policy(bans, redis)
         self.ban_status = 403 if bans is None or isinstance(bans, Bans) else bans.status
+        self.flood_limiter = events.EventLimiter(per_second=FLOOD_EVENTS_PER_SECOND)
 
         self.denied = Problem(
             403,
@@ -206,9 +212,7 @@ class AccessMiddleware:
         fields["rule.id"] = rule_id
         if rule is not None:
             fields["rule.ruleset"] = rule.network
-        # One budget per list entry, so random addresses from a denied
-        # network cannot multiply the records.
-        events.emit("access", "denied-cidr", fields, client=rule_id)
+        events.emit("access", "denied-cidr", fields, limiter=self.flood_limiter)
         return self.denied(environ, start_response)
 
     def _reject_banned(
@@ -225,7 +229,9 @@ class AccessMiddleware:
         fields = _fields(environ, client, route)
         fields["event.reason"] = "banned"
         fields["rule.id"] = subject
-        events.emit("access", "banned", fields, client=subject, level=logging.INFO)
+        events.emit(
+            "access", "banned", fields, level=logging.INFO, limiter=self.flood_limiter
+        )
         if self.ban_status == 429:
             retry_after = str(max(1, math.ceil(left)))
             return self.banned(environ, start_response, [("Retry-After", retry_after)])
@@ -249,8 +255,8 @@ class AccessMiddleware:
                 counted = True
                 try:
                     code = int(status[:3])
-                except ValueError:
-                    code = 0
+                except (TypeError, ValueError):
+                    code = 0  # a malformed status is the server's problem to report
                 if code in statuses:
                     decision = environ.get(context.DECISION)
                     rule_id = decision.rule_id if decision is not None else None
@@ -276,7 +282,9 @@ class AccessMiddleware:
         fields["labels.subject"] = subject
         if rule_id is not None:
             fields["rule.id"] = rule_id
-        events.emit("access", "strike", fields, client=subject, level=logging.INFO)
+        events.emit(
+            "access", "strike", fields, level=logging.INFO, limiter=self.flood_limiter
+        )
         if ban is None:
             return
         fields["labels.ban_seconds"] = round(ban.seconds, 3)
