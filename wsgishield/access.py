@@ -102,6 +102,9 @@ class _ListFile:
         result = os.stat(self.path)
         return (result.st_mtime_ns, result.st_size, result.st_ino)
 
+    # NOTE: a reload runs on the request that notices the change, so that
+    # request pays for parsing the whole file (about 90 ms per 100,000 lines
+    # with the compiled kernel).
     def load(self) -> bool:
         """Read the file again; return ``False`` when it changed while being read.
 
