@@ -83,7 +83,9 @@ class BadLine(NamedTuple):
 class _Snapshot(NamedTuple):
     table: PrefixTable
     rules: tuple[AccessRule, ...]
-    has_allow: bool
+    #: One verdict per rule, built with the table so a check allocates nothing.
+    verdicts: tuple[Verdict, ...]
+    no_match: Verdict
 
 
 class _ListFile:
@@ -198,9 +200,8 @@ class AccessList:
         snapshot = self._snapshot
         index = snapshot.table.lookup(version, value)
         if index == NO_MATCH:
-            return Verdict(not snapshot.has_allow, None, self.key)
-        rule = snapshot.rules[index]
-        return Verdict(rule.action == "allow", rule, self.key)
+            return snapshot.no_match
+        return snapshot.verdicts[index]
 
     def _compile(self) -> _Snapshot:
         rules: list[AccessRule] = []
@@ -210,7 +211,11 @@ class AccessList:
             for rule, network in entries:
                 networks.append((*network, len(rules)))
                 rules.append(rule)
-        return _Snapshot(PrefixTable(networks), tuple(rules), self._has_allow)
+        verdicts = tuple(
+            Verdict(rule.action == "allow", rule, self.key) for rule in rules
+        )
+        no_match = Verdict(not self._has_allow, None, self.key)
+        return _Snapshot(PrefixTable(networks), tuple(rules), verdicts, no_match)
 
     def _reload(self) -> None:
         """Read the list files that changed and swap in a new table."""
