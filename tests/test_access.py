@@ -445,3 +445,27 @@ def test_policy_file_lists_reload(tmp_path: Path) -> None:
     threading.Event().wait(0.1)
     assert request(shield, "198.51.100.1")[0].startswith("200")
     assert request(shield, "203.0.113.1")[0].startswith("403")
+
+
+HOSTILE_HEADERS = {
+    "huge-xff": {"HTTP_X_FORWARDED_FOR": "1.2.3.4, " * 20_000},
+    "garbage-xff": {"HTTP_X_FORWARDED_FOR": "\x00\xff, ::ffff:zz, [::1"},
+    "unicode-path": {"PATH_INFO": "/admin/\u202e\u0000/..//%2e%2e"},
+    "empty-path": {"PATH_INFO": ""},
+    "huge-path": {"PATH_INFO": "/" + "a/" * 50_000},
+    "no-remote-addr": {"REMOTE_ADDR": None},
+}
+
+
+@pytest.mark.parametrize(
+    "extra", list(HOSTILE_HEADERS.values()), ids=list(HOSTILE_HEADERS)
+)
+def test_hostile_request_gets_answer(extra: dict[str, Any]) -> None:
+    policy = {
+        **POLICY,
+        "bans": {"threshold": 2, "trap_paths": ["/.env"], "exempt_paths": ["/health"]},
+    }
+    shield = Shield(ok_app, policy)
+    for _ in range(3):
+        line, _, _, _ = request(shield, "127.0.0.1", **extra)
+        assert line[:3] in ("200", "403")
