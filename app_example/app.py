@@ -31,7 +31,11 @@ MAX_NAME_LENGTH = 200
 
 def problem(status: int, slug: str, title: str, detail: str | None = None) -> Any:
     """Return an RFC 9457 problem response, the same shape the shield sends."""
-    body: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status}
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + slug,
+        "title": title,
+        "status": status,
+    }
     if detail:
         body["detail"] = detail
     response = jsonify(body)
@@ -43,14 +47,21 @@ def problem(status: int, slug: str, title: str, detail: str | None = None) -> An
 def _read_item(payload: Any) -> tuple[str, int] | Any:
     """Validate an item body; return ``(name, price_cents)`` or a problem response."""
     if not isinstance(payload, dict):
-        return problem(400, "invalid-body", "Invalid request body", "expected a JSON object")
+        return problem(
+            400, "invalid-body", "Invalid request body", "expected a JSON object"
+        )
     name = payload.get("name")
     price = payload.get("price_cents")
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
-        return problem(422, "invalid-item", "Invalid item", "$.name: expected 1 to 200 characters")
+        return problem(
+            422, "invalid-item", "Invalid item", "$.name: expected 1 to 200 characters"
+        )
     if not isinstance(price, int) or isinstance(price, bool) or not 0 <= price <= 10**9:
         return problem(
-            422, "invalid-item", "Invalid item", "$.price_cents: expected an integer 0 to 10^9"
+            422,
+            "invalid-item",
+            "Invalid item",
+            "$.price_cents: expected an integer 0 to 10^9",
         )
     return name, price
 
@@ -62,7 +73,9 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
         status = error.code or 500
-        return problem(status, str(error.name).lower().replace(" ", "-"), str(error.name))
+        return problem(
+            status, str(error.name).lower().replace(" ", "-"), str(error.name)
+        )
 
     @app.get("/health")
     def health() -> Any:
@@ -86,7 +99,9 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
         limit = request.args.get("limit", 100, type=int)
         offset = request.args.get("offset", 0, type=int)
         if not 1 <= limit <= 1000 or offset < 0:
-            return problem(400, "invalid-query", "Invalid query", "limit is 1 to 1000, offset >= 0")
+            return problem(
+                400, "invalid-query", "Invalid query", "limit is 1 to 1000, offset >= 0"
+            )
         return {"items": database.list_items(limit, offset)}
 
     @app.post("/items")

@@ -29,9 +29,13 @@ def exercise_crud(app: Flask) -> None:
     assert created.headers["Location"] == f"/items/{item['id']}"
 
     assert client.get(f"/items/{item['id']}").get_json()["name"] == "widget"
-    updated = client.put(f"/items/{item['id']}", json={"name": "gadget", "price_cents": 300})
+    updated = client.put(
+        f"/items/{item['id']}", json={"name": "gadget", "price_cents": 300}
+    )
     assert updated.get_json()["price_cents"] == 300
-    assert [entry["name"] for entry in client.get("/items").get_json()["items"]] == ["gadget"]
+    assert [entry["name"] for entry in client.get("/items").get_json()["items"]] == [
+        "gadget"
+    ]
     assert client.get("/admin/stats").get_json()["items"] == 1
 
     assert client.delete(f"/items/{item['id']}").status_code == 204
@@ -54,7 +58,14 @@ def test_crud_on_sqlite(sqlite_app: Flask) -> None:
         {"name": "x", "price_cents": "5"},
         ["not", "an", "object"],
     ],
-    ids=["empty-name", "long-name", "negative-price", "bool-price", "string-price", "array"],
+    ids=[
+        "empty-name",
+        "long-name",
+        "negative-price",
+        "bool-price",
+        "string-price",
+        "array",
+    ],
 )
 def test_invalid_items_rejected(sqlite_app: Flask, body: object) -> None:
     response = sqlite_app.test_client().post("/items", json=body)
@@ -63,7 +74,9 @@ def test_invalid_items_rejected(sqlite_app: Flask, body: object) -> None:
 
 
 def test_not_json_rejected(sqlite_app: Flask) -> None:
-    response = sqlite_app.test_client().post("/items", data=b"{", content_type="application/json")
+    response = sqlite_app.test_client().post(
+        "/items", data=b"{", content_type="application/json"
+    )
     assert response.status_code == 400
 
 
@@ -71,7 +84,9 @@ def test_health(sqlite_app: Flask) -> None:
     assert sqlite_app.test_client().get("/health").get_json() == {"status": "ok"}
 
 
-POSTGRES_ADMIN_URL = os.environ.get("EXAMPLE_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "EXAMPLE_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 @pytest.fixture

@@ -60,15 +60,15 @@ SOURCES: dict[str, str] = {
     "cf-connecting-ip": "HTTP_CF_CONNECTING_IP",
 }
 
-#: Why the peer was used although it is a trusted proxy.
+#: Reasons for using a trusted peer's own address instead of its header.
 REASONS = ("missing", "invalid", "short-chain")
 
-# nginx's default large_client_header_buffers holds 8 KiB per header line, so
+# nginx's default large_client_header_buffers allows 8 KiB per header line, so
 # a longer forwarding header did not come through a default nginx.
 DEFAULT_MAX_HEADER_BYTES = 8192
 
-# A peer that has no IP address is a local process on a Unix socket, such as
-# nginx in front of Gunicorn; it gets the loopback address and its trust.
+# A peer without an IP address is a local process on a Unix socket, such as
+# nginx in front of Gunicorn. It gets the loopback address and its trust.
 _UNIX_SOCKET_PEER = ("127.0.0.1", 4, 0x7F000001, "")
 
 _Parsed = tuple[str, int, int, str]
@@ -96,7 +96,7 @@ class ClientAddress(NamedTuple):
     peer: str
     #: ``"peer"``, or the forwarding header the address came from.
     source: str
-    #: Why a trusted peer's header was not used, or ``None``.
+    #: Fallback reason when a trusted peer's header was unusable, or ``None``.
     reason: str | None
 
 
@@ -295,7 +295,7 @@ def _parse_forwarded(header: str) -> tuple[list[str], dict[int, str]] | None:
 
     Returns one node text per element (empty when an element has no
     ``for``), with quotes removed, and the ``proto`` of each element that
-    has one; ``None`` when a quoted string is not terminated. Obfuscated
+    has one. Returns ``None`` when a quoted string is not terminated. Obfuscated
     identifiers (``_hidden``) and ``unknown`` stay as they are and fail to
     parse as addresses later.
     """
@@ -364,7 +364,8 @@ def _forwarded_proto(environ: Mapping[str, Any]) -> str | None:
 def _client(
     found: _Parsed, peer: _Parsed, source: str, reason: str | None
 ) -> ClientAddress:
-    return ClientAddress(found[0], found[1], found[2], found[3], peer[0], source, reason)
+    ip, version, value, zone = found
+    return ClientAddress(ip, version, value, zone, peer[0], source, reason)
 
 
 def _network_set(key: str, networks: Iterable[str]) -> NetworkSet:

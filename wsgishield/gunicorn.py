@@ -7,16 +7,16 @@
 Every setting reads an environment variable first, so one config file serves
 development, CI and production:
 
-=========================  =====================================  ===========
-variable                   setting                                default
-=========================  =====================================  ===========
-``WSGISHIELD_BIND``        ``bind``                               ``127.0.0.1:8000``
-``WEB_CONCURRENCY``        ``workers``                            2 x cores + 1
-``WSGISHIELD_THREADS``     ``threads``                            1
-``WSGISHIELD_APP``         ``wsgi_app``                           ``app_example.wsgi:app``
-``WSGISHIELD_TIMEOUT``     ``timeout`` (seconds)                  30
-``WSGISHIELD_MAX_REQUESTS`` ``max_requests`` (0 = never recycle)  10000
-=========================  =====================================  ===========
+==============================  ==================  ==========================
+variable                        setting             default
+==============================  ==================  ==========================
+``WSGISHIELD_BIND``             ``bind``            ``127.0.0.1:8000``
+``WEB_CONCURRENCY``             ``workers``         2 x cores + 1
+``WSGISHIELD_THREADS``          ``threads``         1
+``WSGISHIELD_APP``              ``wsgi_app``        ``app_example.wsgi:app``
+``WSGISHIELD_TIMEOUT``          ``timeout``         30 (seconds)
+``WSGISHIELD_MAX_REQUESTS``     ``max_requests``    10000 (0: never recycle)
+==============================  ==================  ==========================
 
 Choices that differ from Gunicorn's defaults, and why:
 
@@ -105,4 +105,6 @@ control_socket_disable = True
 def when_ready(server: Any) -> None:
     """Print where the server listens, once every worker can accept."""
     for listener in server.LISTENERS:
-        print(f"wsgishield: serving {wsgi_app} on {listener}", file=sys.stderr, flush=True)
+        print(
+            f"wsgishield: serving {wsgi_app} on {listener}", file=sys.stderr, flush=True
+        )

@@ -33,7 +33,7 @@ _STRUCT_OPTIONS: dict[str, Any] = {
 
 
 class ClientPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
-    """How the client address is resolved (see :mod:`wsgishield.client`)."""
+    """Client address resolution settings (see :mod:`wsgishield.client`)."""
 
     #: CIDRs or presets (``loopback``, ``private``, ``cloudflare``) whose
     #: forwarding headers are believed. Empty: no header is ever read.
@@ -58,7 +58,7 @@ class ClientPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
 
 
 class RedisSettings(msgspec.Struct, **_STRUCT_OPTIONS):
-    """Connection to the Redis deployment that holds shared state.
+    """Connection to the Redis deployment that stores shared state.
 
     ``WSGISHIELD_REDIS_URL`` in the environment overrides ``url``, so the
     policy file need not carry credentials.
