@@ -58,14 +58,14 @@ class Database:
 
         connection = sqlite3.connect(self.sqlite_path, timeout=5)
         try:
-            # WAL lets readers in other workers proceed while one writes.
-            connection.execute("PRAGMA journal_mode=WAL")
             yield connection
             connection.commit()
         finally:
             connection.close()
 
     def create_schema(self) -> None:
+        if not self.is_postgres:
+            self._enable_wal()
         id_type = (
             "BIGSERIAL PRIMARY KEY"
             if self.is_postgres
@@ -73,6 +73,20 @@ class Database:
         )
         with self.connection() as connection:
             connection.execute(_SCHEMA.format(id_type=id_type))
+
+    def _enable_wal(self) -> None:
+        """Switch the SQLite file to WAL mode, so readers in other workers
+        proceed while one writes. The mode is stored in the file; workers
+        that start together may find it locked for a moment."""
+        for attempt in range(50):
+            try:
+                with self.connection() as connection:
+                    connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.1)
 
     def _query(
         self, sql: str, parameters: tuple[Any, ...] = ()

@@ -154,3 +154,26 @@ def test_compiled_kernels_loaded() -> None:
     assert wsgishield.HAS_EXTENSIONS is True
     for name in _fast.KERNELS:
         assert _fast.load_kernel(name).COMPILED is True, name
+
+
+@pytest.mark.parametrize(
+    ("version", "value"),
+    [(4, 1 << 32), (4, -1), (6, 1 << 128), (5, 1)],
+    ids=["ipv4-too-big", "negative", "ipv6-too-big", "bad-version"],
+)
+def test_format_address_rejects_out_of_range(
+    kernel_mode: str, version: int, value: int
+) -> None:
+    kernel = load_twin("address", kernel_mode)
+    with pytest.raises(ValueError):
+        kernel.format_address(version, value)
+
+
+def test_str_subclass_parses_like_str(kernel_mode: str) -> None:
+    class Text(str):
+        pass
+
+    kernel = load_twin("address", kernel_mode)
+    assert kernel.parse_address(Text("[2001:db8::1]:80")) == kernel.parse_address(
+        "[2001:db8::1]:80"
+    )

@@ -139,3 +139,28 @@ def test_module_entry_point() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("v4", "v6", "output"),
+    [
+        ("absent", "ok6", "out"),
+        ("ok4", "empty", "out"),
+        ("ok4", "ok6", "missing-dir/out"),
+    ],
+    ids=["missing-input", "empty-list", "missing-output-dir"],
+)
+def test_refresh_cloudflare_errors_exit_2(
+    tmp_path: Path, v4: str, v6: str, output: str
+) -> None:
+    (tmp_path / "ok4").write_text("173.245.48.0/20\n")
+    (tmp_path / "ok6").write_text("2400:cb00::/32\n")
+    (tmp_path / "empty").write_text("# nothing\n")
+    status, _ = run(
+        "refresh-cloudflare",
+        str(tmp_path / v4),
+        str(tmp_path / v6),
+        "--output",
+        str(tmp_path / output),
+    )
+    assert status == 2

@@ -301,8 +301,8 @@ def test_mapped_peer_matches_ipv4_proxy() -> None:
 @pytest.mark.parametrize(
     ("options", "key"),
     [
-        ({"trusted_proxies": ["10.0.0.1/8"]}, "client.trusted_proxies"),
-        ({"trusted_proxies": ["not-a-network"]}, "client.trusted_proxies"),
+        ({"trusted_proxies": ["10.0.0.1/8"]}, "client.trusted_proxies[0]"),
+        ({"trusted_proxies": ["not-a-network"]}, "client.trusted_proxies[0]"),
         ({"source": "x-evil"}, "client.source"),
         ({"hops": 40}, "client.hops"),
         ({"source": "x-real-ip", "hops": 1}, "client.hops"),
@@ -374,3 +374,70 @@ def test_memo_keeps_answers_apart() -> None:
     assert first.ip == "203.0.113.9"
     assert spoofed.ip == "203.0.113.66"
     assert again is first
+
+
+@pytest.mark.parametrize("hops", [0, 1], ids=["rightmost", "count"])
+def test_forwarded_client_quote_cannot_void_header(hops: int) -> None:
+    resolver = ClientAddressResolver(
+        trusted_proxies=TRUSTED, source="forwarded", hops=hops
+    )
+    client, scheme = resolver.resolve(
+        environ("10.0.0.2", FORWARDED='for="x, for=203.0.113.9;proto=https')
+    )
+    assert client.ip == "203.0.113.9"
+    assert client.reason is None
+    assert scheme == "https"
+
+
+@pytest.mark.parametrize(
+    ("peer", "expected_peer"),
+    [
+        ("", "127.0.0.1"),
+        ("unix:/run/gunicorn.sock", "127.0.0.1"),
+        ("garbage", "0.0.0.0"),
+        ("010.0.0.1", "0.0.0.0"),
+        ("203.0.113.9 ", "0.0.0.0"),
+    ],
+    ids=[
+        "empty-is-unix-socket",
+        "unix-prefix",
+        "garbage",
+        "leading-zero",
+        "trailing-space",
+    ],
+)
+def test_unparsable_peer_trust(peer: str, expected_peer: str) -> None:
+    resolver = ClientAddressResolver(trusted_proxies=["loopback"])
+    client, _ = resolver.resolve(environ(peer, X_FORWARDED_FOR="203.0.113.9"))
+    assert client.peer == expected_peer
+    if expected_peer == "0.0.0.0":
+        assert client.ip == "0.0.0.0"
+        assert client.source == "peer"
+    else:
+        assert client.ip == "203.0.113.9"
+
+
+def test_str_subclass_peer_resolves() -> None:
+    class Text(str):
+        pass
+
+    resolver = ClientAddressResolver(trusted_proxies=["loopback"])
+    client, _ = resolver.resolve(
+        environ(Text("127.0.0.1"), X_FORWARDED_FOR=Text("203.0.113.9"))
+    )
+    assert client.ip == "203.0.113.9"
+
+
+@pytest.mark.parametrize(
+    ("entries", "key"),
+    [
+        (["0.0.0.0/0"], "client.trusted_proxies[0]"),
+        (["loopback", "::/0"], "client.trusted_proxies[1]"),
+        (["loopback", ""], "client.trusted_proxies[1]"),
+    ],
+    ids=["ipv4-everything", "ipv6-everything", "empty-entry"],
+)
+def test_trusted_entry_errors_name_index(entries: list[str], key: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        ClientAddressResolver(trusted_proxies=entries)
+    assert raised.value.key == key

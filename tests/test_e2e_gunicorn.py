@@ -151,3 +151,13 @@ def test_startup_prints_address(example: GunicornServer) -> None:
         f"serving app_example.wsgi:app on http://127.0.0.1:{example.port}"
         in example.log()
     )
+
+
+def test_script_name_header_cannot_move_path(example: GunicornServer) -> None:
+    status, _ = raw_request(
+        example.port,
+        "GET /xwhoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        "SCRIPT_NAME: /x\r\n\r\n",
+    )
+    # Without forwarder_headers Gunicorn keeps PATH_INFO as sent: no view.
+    assert status == 404

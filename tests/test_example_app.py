@@ -110,3 +110,35 @@ def postgres_url() -> Iterator[str]:
 def test_crud_on_postgres(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", postgres_url)
     exercise_crud(create_app())
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "expected"),
+    [
+        ("GET", "/items?offset=99999999999999999999", None, 400),
+        ("GET", "/items/9223372036854775808", None, 404),
+        ("PUT", "/items/9223372036854775808", b'{"name": "a", "price_cents": 1}', 405),
+        # Werkzeug checks the method before the converter's range, so an id
+        # out of range answers 405 to PUT and DELETE, and 404 to GET.
+        ("DELETE", "/items/9223372036854775808", None, 405),
+        ("POST", "/items", b'{"name": "\\ud800", "price_cents": 1}', 422),
+        ("POST", "/items", b"[" * 100_000 + b"]" * 100_000, 400),
+        ("POST", "/items", b" " * (2 * 1024 * 1024), 413),
+    ],
+    ids=[
+        "huge-offset",
+        "huge-id-get",
+        "huge-id-put",
+        "huge-id-delete",
+        "lone-surrogate",
+        "nesting-bomb",
+        "oversized",
+    ],
+)
+def test_hostile_requests_never_500(
+    sqlite_app: Flask, method: str, path: str, body: bytes | None, expected: int
+) -> None:
+    response = sqlite_app.test_client().open(
+        path, method=method, data=body, content_type="application/json"
+    )
+    assert response.status_code == expected

@@ -119,3 +119,34 @@ def test_policy_is_immutable() -> None:
     policy = load_policy({"client": {"hops": 1}})
     with pytest.raises(AttributeError):
         policy.client.hops = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"redis": {"urll": "redis://default:hunter2@cache:6379/0"}},
+        {"redis": "redis://user:hunter2@cache:6379/0"},
+        {"redis": {"url": ["rediss://:hunter2@cache:6379/0"]}},
+    ],
+    ids=["unknown-key", "wrong-type", "list"],
+)
+def test_errors_never_show_url_password(raw: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        load_policy(raw)
+    assert "hunter2" not in str(raised.value)
+    assert "***@" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("redis", "key"),
+    [
+        ({"url": "ftp://cache"}, "redis.url"),
+        ({"sentinels": ["not a host"]}, "redis.sentinels[0]"),
+        ({"sentinels": ["sentinel-1"]}, "redis.sentinels[0]"),
+    ],
+    ids=["url-scheme", "sentinel-spaces", "sentinel-no-port"],
+)
+def test_redis_settings_validated(redis: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        load_policy({"redis": redis})
+    assert raised.value.key == key

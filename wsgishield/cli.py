@@ -215,24 +215,12 @@ def _environ(arguments: argparse.Namespace) -> dict[str, Any]:
 
 def _refresh_cloudflare(arguments: argparse.Namespace, out: TextIO) -> int:
     ranges: list[str] = []
-    for path, version in ((arguments.ips_v4, 4), (arguments.ips_v6, 6)):
-        for number, line in enumerate(
-            Path(path).read_text(encoding="utf-8").splitlines(), 1
-        ):
-            text = line.split("#", 1)[0].strip()
-            if not text:
-                continue
-            try:
-                parsed_version = parse_network(text)[0]
-            except ValueError as exc:
-                raise ConfigurationError(f"{path}:{number}", text, str(exc)) from exc
-            if parsed_version != version:
-                raise ConfigurationError(
-                    f"{path}:{number}", text, f"expected an IPv{version} network"
-                )
-            ranges.append(text)
-    if len(ranges) < 2:
-        raise ConfigurationError("refresh-cloudflare", ranges, "the lists are empty")
+    for key, version in (("ips_v4", 4), ("ips_v6", 6)):
+        path = getattr(arguments, key)
+        found = _read_ranges(key, path, version)
+        if not found:
+            raise ConfigurationError(key, path, f"no IPv{version} network in the file")
+        ranges.extend(found)
 
     if arguments.output:
         target = Path(arguments.output)
@@ -246,6 +234,35 @@ def _refresh_cloudflare(arguments: argparse.Namespace, out: TextIO) -> int:
         " (www.cloudflare.com/ips-v4 and /ips-v6).\n"
         f"# snapshot: {today}\n"
     )
-    target.write_text(header + "\n".join(ranges) + "\n", encoding="utf-8")
+    try:
+        target.write_text(header + "\n".join(ranges) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError("--output", str(target), str(exc)) from exc
     print(f"wrote {len(ranges)} ranges to {target}", file=out)
     return 0
+
+
+def _read_ranges(key: str, path: str, version: int) -> list[str]:
+    """Read one network per line from ``path``, all of IP version ``version``."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(
+            key, path, f"cannot read the file: {exc.strerror or exc}"
+        ) from exc
+
+    ranges = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            parsed_version = parse_network(text)[0]
+        except ValueError as exc:
+            raise ConfigurationError(f"{path}:{number}", text, str(exc)) from exc
+        if parsed_version != version:
+            raise ConfigurationError(
+                f"{path}:{number}", text, f"expected an IPv{version} network"
+            )
+        ranges.append(text)
+    return ranges
