@@ -246,10 +246,11 @@ def _read_ranges(key: str, path: str, version: int) -> list[str]:
     """Read one network per line from ``path``, all of IP version ``version``."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(
-            key, path, f"cannot read the file: {exc.strerror or exc}"
-        ) from exc
+    except OSError as exc:
+        reason = f"cannot read the file: {exc.strerror or exc}"
+        raise ConfigurationError(key, path, reason) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(key, path, f"not UTF-8 text: {exc}") from exc
 
     ranges = []
     for number, line in enumerate(lines, 1):

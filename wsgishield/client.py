@@ -380,7 +380,7 @@ def _parse_forwarded_pieces(header: str) -> tuple[list[str], dict[int, str]]:
 def _parse_peer(remote_addr: Any) -> _Parsed:
     if not remote_addr or not isinstance(remote_addr, str):
         return _UNIX_SOCKET_PEER
-    parsed = parse_address(remote_addr)
+    parsed: _Parsed | None = parse_address(remote_addr)
     if parsed is not None:
         return parsed
     if remote_addr.startswith("unix:"):
