@@ -58,35 +58,55 @@ class Database:
 
         connection = sqlite3.connect(self.sqlite_path, timeout=5)
         try:
-            # WAL lets readers in other workers proceed while one writes.
-            connection.execute("PRAGMA journal_mode=WAL")
             yield connection
             connection.commit()
         finally:
             connection.close()
 
     def create_schema(self) -> None:
+        if not self.is_postgres:
+            self._enable_wal()
         id_type = (
-            "BIGSERIAL PRIMARY KEY" if self.is_postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
+            "BIGSERIAL PRIMARY KEY"
+            if self.is_postgres
+            else "INTEGER PRIMARY KEY AUTOINCREMENT"
         )
         with self.connection() as connection:
             connection.execute(_SCHEMA.format(id_type=id_type))
 
-    def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def _enable_wal(self) -> None:
+        """Switch the SQLite file to WAL mode, so readers in other workers
+        proceed while one writes. The mode is stored in the file; workers
+        that start together may find it locked for a moment."""
+        for attempt in range(50):
+            try:
+                with self.connection() as connection:
+                    connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.1)
+
+    def _query(
+        self, sql: str, parameters: tuple[Any, ...] = ()
+    ) -> list[tuple[Any, ...]]:
         with self.connection() as connection:
             cursor = connection.execute(sql.replace("?", self.placeholder), parameters)
             return list(cursor.fetchall()) if cursor.description else []
 
     def list_items(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         rows = self._query(
-            "SELECT id, name, price_cents, created_at FROM items ORDER BY id LIMIT ? OFFSET ?",
+            "SELECT id, name, price_cents, created_at FROM items"
+            " ORDER BY id LIMIT ? OFFSET ?",
             (limit, offset),
         )
         return [_item(row) for row in rows]
 
     def get_item(self, item_id: int) -> dict[str, Any] | None:
         rows = self._query(
-            "SELECT id, name, price_cents, created_at FROM items WHERE id = ?", (item_id,)
+            "SELECT id, name, price_cents, created_at FROM items WHERE id = ?",
+            (item_id,),
         )
         return _item(rows[0]) if rows else None
 
@@ -98,7 +118,9 @@ class Database:
         )
         return _item(rows[0])
 
-    def update_item(self, item_id: int, name: str, price_cents: int) -> dict[str, Any] | None:
+    def update_item(
+        self, item_id: int, name: str, price_cents: int
+    ) -> dict[str, Any] | None:
         rows = self._query(
             "UPDATE items SET name = ?, price_cents = ? WHERE id = ? "
             "RETURNING id, name, price_cents, created_at",

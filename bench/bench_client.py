@@ -101,7 +101,10 @@ def test_flask_request(benchmark: Any, variant: str) -> None:
 
 
 def test_shield_overhead_ratio(capsys: pytest.CaptureFixture[str]) -> None:
-    layer = Shield(lambda environ, start_response: [], {"client": {"trusted_proxies": ["10.0.0.0/8"]}})
+    layer = Shield(
+        lambda environ, start_response: [],
+        {"client": {"trusted_proxies": ["10.0.0.0/8"]}},
+    )
     medians = interleaved(
         {
             "bare flask": lambda: call(BARE, ENVIRON),

@@ -28,8 +28,15 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel Cython
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
+
+# Reinstall only when the packaging files changed since the last bootstrap.
+stamp="$VENV/.wsgishield-installed"
+fingerprint=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$fingerprint" ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel Cython
+    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    echo "$fingerprint" > "$stamp"
+fi
 # Editable installs build the kernels elsewhere; build them in place too so
 # tests and tools that import from the work tree use the compiled code.
 "$VENV/bin/python" setup.py -q build_ext --inplace

@@ -21,7 +21,13 @@ CASES = [
     ("ipv4-max", "255.255.255.255", "255.255.255.255", 4, ""),
     ("ipv6-bracket-port", "[2001:db8::1]:443", "2001:db8::1", 6, ""),
     ("ipv6-bracket", "[2001:db8::1]", "2001:db8::1", 6, ""),
-    ("ipv6-bare-not-split", "2001:db8:85a3::8a2e:370:7334", "2001:db8:85a3::8a2e:370:7334", 6, ""),
+    (
+        "ipv6-bare-not-split",
+        "2001:db8:85a3::8a2e:370:7334",
+        "2001:db8:85a3::8a2e:370:7334",
+        6,
+        "",
+    ),
     ("ipv6-full", "2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1", 6, ""),
     ("ipv6-upper", "2001:DB8::ABCD", "2001:db8::abcd", 6, ""),
     ("ipv6-loopback", "::1", "::1", 6, ""),
@@ -59,7 +65,7 @@ CASES = [
     ("ipv6-empty-zone", "fe80::1%", None, 0, ""),
     ("ipv6-zone-bad-char", "fe80::1%eth 0", None, 0, ""),
     ("whitespace", " 1.2.3.4", None, 0, ""),
-    ("unicode-digits", "١.٢.٣.٤", None, 0, ""),
+    ("unicode-digits", "١.٢.٣.٤", None, 0, ""),  # noqa: RUF001
     ("template-injection", "${jndi:ldap://x/a}", None, 0, ""),
     ("too-long", "1" * 200, None, 0, ""),
 ]
@@ -106,7 +112,9 @@ def _reference(text: str) -> tuple[str, int, int] | None:
 
 ipv4_texts = st.builds(str, st.ip_addresses(v=4))
 ipv6_texts = st.ip_addresses(v=6).flatmap(
-    lambda address: st.sampled_from([address.compressed, address.exploded, address.exploded.upper()])
+    lambda address: st.sampled_from(
+        [address.compressed, address.exploded, address.exploded.upper()]
+    )
 )
 junk_texts = st.text(alphabet="0123456789abcdefABCDEF:.[]%", max_size=48)
 
@@ -114,7 +122,11 @@ junk_texts = st.text(alphabet="0123456789abcdefABCDEF:.[]%", max_size=48)
 @settings(max_examples=600, deadline=None)
 @given(st.one_of(ipv4_texts, ipv6_texts, junk_texts))
 def test_twins_agree_with_ipaddress(text: str) -> None:
-    compiled = None if _fast.NO_EXTENSIONS else load_twin("address", "compiled").parse_address(text)
+    compiled = (
+        None
+        if _fast.NO_EXTENSIONS
+        else load_twin("address", "compiled").parse_address(text)
+    )
     python = load_twin("address", "python").parse_address(text)
     expected = _reference(text)
 
@@ -142,3 +154,26 @@ def test_compiled_kernels_loaded() -> None:
     assert wsgishield.HAS_EXTENSIONS is True
     for name in _fast.KERNELS:
         assert _fast.load_kernel(name).COMPILED is True, name
+
+
+@pytest.mark.parametrize(
+    ("version", "value"),
+    [(4, 1 << 32), (4, -1), (6, 1 << 128), (5, 1)],
+    ids=["ipv4-too-big", "negative", "ipv6-too-big", "bad-version"],
+)
+def test_format_address_rejects_out_of_range(
+    kernel_mode: str, version: int, value: int
+) -> None:
+    kernel = load_twin("address", kernel_mode)
+    with pytest.raises(ValueError):
+        kernel.format_address(version, value)
+
+
+def test_str_subclass_parses_like_str(kernel_mode: str) -> None:
+    class Text(str):
+        pass
+
+    kernel = load_twin("address", kernel_mode)
+    assert kernel.parse_address(Text("[2001:db8::1]:80")) == kernel.parse_address(
+        "[2001:db8::1]:80"
+    )

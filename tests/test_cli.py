@@ -30,7 +30,9 @@ def test_check_prints_rules() -> None:
     assert "trusted proxies loopback" in output
 
 
-def test_check_invalid_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_invalid_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('[client]\nsource = "true-client-ip"\n')
     status, _ = run("check", str(path))
@@ -40,8 +42,14 @@ def test_check_invalid_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_explain_spoofed_header_from_untrusted_peer() -> None:
     status, output = run(
-        "explain", EXAMPLE_POLICY, "GET", "/admin/stats",
-        "--peer", "203.0.113.66", "--header", "X-Forwarded-For: 127.0.0.1",
+        "explain",
+        EXAMPLE_POLICY,
+        "GET",
+        "/admin/stats",
+        "--peer",
+        "203.0.113.66",
+        "--header",
+        "X-Forwarded-For: 127.0.0.1",
     )
     assert status == 0
     assert "client: 203.0.113.66 (peer 203.0.113.66, source peer)" in output
@@ -51,10 +59,16 @@ def test_explain_spoofed_header_from_untrusted_peer() -> None:
 
 def test_explain_trusted_proxy_and_repeated_headers() -> None:
     status, output = run(
-        "explain", EXAMPLE_POLICY, "GET", "/items/3?x=1",
-        "--peer", "127.0.0.1",
-        "--header", "X-Forwarded-For: 198.51.100.7",
-        "--header", "X-Forwarded-For: 203.0.113.50",
+        "explain",
+        EXAMPLE_POLICY,
+        "GET",
+        "/items/3?x=1",
+        "--peer",
+        "127.0.0.1",
+        "--header",
+        "X-Forwarded-For: 198.51.100.7",
+        "--header",
+        "X-Forwarded-For: 203.0.113.50",
     )
     assert status == 0
     assert "client: 203.0.113.50" in output
@@ -62,7 +76,14 @@ def test_explain_trusted_proxy_and_repeated_headers() -> None:
 
 
 def test_explain_fallback_reason_shown() -> None:
-    _, output = run("explain", EXAMPLE_POLICY, "GET", "/health", "--header", "X-Forwarded-For: unknown")
+    _, output = run(
+        "explain",
+        EXAMPLE_POLICY,
+        "GET",
+        "/health",
+        "--header",
+        "X-Forwarded-For: unknown",
+    )
     assert "fallback reason invalid" in output
 
 
@@ -80,15 +101,23 @@ def test_refresh_cloudflare(tmp_path: Path) -> None:
     status, text = run("refresh-cloudflare", str(v4), str(v6), "--output", str(output))
     assert status == 0
     assert "wrote 3 ranges" in text
-    assert load_cloudflare_ranges(output) == ("173.245.48.0/20", "103.21.244.0/22", "2400:cb00::/32")
+    assert load_cloudflare_ranges(output) == (
+        "173.245.48.0/20",
+        "103.21.244.0/22",
+        "2400:cb00::/32",
+    )
 
 
-def test_refresh_cloudflare_rejects_wrong_family(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_refresh_cloudflare_rejects_wrong_family(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     v4 = tmp_path / "ips-v4"
     v6 = tmp_path / "ips-v6"
     v4.write_text("2400:cb00::/32\n")
     v6.write_text("2400:cb00::/32\n")
-    status, _ = run("refresh-cloudflare", str(v4), str(v6), "--output", str(tmp_path / "out"))
+    status, _ = run(
+        "refresh-cloudflare", str(v4), str(v6), "--output", str(tmp_path / "out")
+    )
     assert status == 2
     assert "ips-v4:1" in capsys.readouterr().err
 
@@ -102,7 +131,36 @@ def test_packaged_snapshot_is_valid() -> None:
 def test_module_entry_point() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "wsgishield", "check", EXAMPLE_POLICY],
-        capture_output=True, text=True, cwd=REPOSITORY, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPOSITORY,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("v4", "v6", "output"),
+    [
+        ("absent", "ok6", "out"),
+        ("ok4", "empty", "out"),
+        ("ok4", "ok6", "missing-dir/out"),
+    ],
+    ids=["missing-input", "empty-list", "missing-output-dir"],
+)
+def test_refresh_cloudflare_errors_exit_2(
+    tmp_path: Path, v4: str, v6: str, output: str
+) -> None:
+    (tmp_path / "ok4").write_text("173.245.48.0/20\n")
+    (tmp_path / "ok6").write_text("2400:cb00::/32\n")
+    (tmp_path / "empty").write_text("# nothing\n")
+    status, _ = run(
+        "refresh-cloudflare",
+        str(tmp_path / v4),
+        str(tmp_path / v6),
+        "--output",
+        str(tmp_path / output),
+    )
+    assert status == 2

@@ -22,7 +22,9 @@ def start_example(tmp_path: Path, policy: str | None = None) -> GunicornServer:
         path = tmp_path / "policy.toml"
         path.write_text(policy)
         env["EXAMPLE_SHIELD_POLICY"] = str(path)
-    return GunicornServer("app_example.wsgi:app", config=CONFIG, workers=2, env=env).start()
+    return GunicornServer(
+        "app_example.wsgi:app", config=CONFIG, workers=2, env=env
+    ).start()
 
 
 @pytest.fixture
@@ -58,16 +60,23 @@ def raw_request(port: int, head: str) -> tuple[int, bytes]:
 def test_crud_through_gunicorn(example: GunicornServer) -> None:
     session = requests.Session()
     assert session.get(f"{example.url}/health", timeout=10).json() == {"status": "ok"}
-    created = session.post(f"{example.url}/items", json={"name": "a", "price_cents": 1}, timeout=10)
+    created = session.post(
+        f"{example.url}/items", json={"name": "a", "price_cents": 1}, timeout=10
+    )
     assert created.status_code == 201
     item_id = created.json()["id"]
-    assert session.get(f"{example.url}/items/{item_id}", timeout=10).json()["name"] == "a"
+    assert (
+        session.get(f"{example.url}/items/{item_id}", timeout=10).json()["name"] == "a"
+    )
 
 
 def test_trusted_proxy_header_resolves_client(example: GunicornServer) -> None:
     response = requests.get(
         f"{example.url}/whoami",
-        headers={"X-Forwarded-For": "198.51.100.7, 203.0.113.50", "X-Forwarded-Proto": "https"},
+        headers={
+            "X-Forwarded-For": "198.51.100.7, 203.0.113.50",
+            "X-Forwarded-Proto": "https",
+        },
         timeout=10,
     )
     body = response.json()
@@ -109,8 +118,12 @@ def test_repeated_header_lines_are_one_list(example: GunicornServer) -> None:
     [("unknown", "invalid"), (",", "missing"), ("${jndi:ldap://x/a}", "invalid")],
     ids=["unknown", "comma", "template-injection"],
 )
-def test_unusable_header_falls_back_to_peer(example: GunicornServer, header: str, reason: str) -> None:
-    body = requests.get(f"{example.url}/whoami", headers={"X-Forwarded-For": header}, timeout=10).json()
+def test_unusable_header_falls_back_to_peer(
+    example: GunicornServer, header: str, reason: str
+) -> None:
+    body = requests.get(
+        f"{example.url}/whoami", headers={"X-Forwarded-For": header}, timeout=10
+    ).json()
     assert body["client_ip"] == "127.0.0.1"
     assert body["reason"] == reason
 
@@ -134,4 +147,17 @@ def test_unknown_route_is_problem_json(example: GunicornServer) -> None:
 
 
 def test_startup_prints_address(example: GunicornServer) -> None:
-    assert f"serving app_example.wsgi:app on http://127.0.0.1:{example.port}" in example.log()
+    assert (
+        f"serving app_example.wsgi:app on http://127.0.0.1:{example.port}"
+        in example.log()
+    )
+
+
+def test_script_name_header_cannot_move_path(example: GunicornServer) -> None:
+    status, _ = raw_request(
+        example.port,
+        "GET /xwhoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        "SCRIPT_NAME: /x\r\n\r\n",
+    )
+    # Without forwarder_headers Gunicorn keeps PATH_INFO as sent: no view.
+    assert status == 404

@@ -29,9 +29,13 @@ def exercise_crud(app: Flask) -> None:
     assert created.headers["Location"] == f"/items/{item['id']}"
 
     assert client.get(f"/items/{item['id']}").get_json()["name"] == "widget"
-    updated = client.put(f"/items/{item['id']}", json={"name": "gadget", "price_cents": 300})
+    updated = client.put(
+        f"/items/{item['id']}", json={"name": "gadget", "price_cents": 300}
+    )
     assert updated.get_json()["price_cents"] == 300
-    assert [entry["name"] for entry in client.get("/items").get_json()["items"]] == ["gadget"]
+    assert [entry["name"] for entry in client.get("/items").get_json()["items"]] == [
+        "gadget"
+    ]
     assert client.get("/admin/stats").get_json()["items"] == 1
 
     assert client.delete(f"/items/{item['id']}").status_code == 204
@@ -54,7 +58,14 @@ def test_crud_on_sqlite(sqlite_app: Flask) -> None:
         {"name": "x", "price_cents": "5"},
         ["not", "an", "object"],
     ],
-    ids=["empty-name", "long-name", "negative-price", "bool-price", "string-price", "array"],
+    ids=[
+        "empty-name",
+        "long-name",
+        "negative-price",
+        "bool-price",
+        "string-price",
+        "array",
+    ],
 )
 def test_invalid_items_rejected(sqlite_app: Flask, body: object) -> None:
     response = sqlite_app.test_client().post("/items", json=body)
@@ -63,7 +74,9 @@ def test_invalid_items_rejected(sqlite_app: Flask, body: object) -> None:
 
 
 def test_not_json_rejected(sqlite_app: Flask) -> None:
-    response = sqlite_app.test_client().post("/items", data=b"{", content_type="application/json")
+    response = sqlite_app.test_client().post(
+        "/items", data=b"{", content_type="application/json"
+    )
     assert response.status_code == 400
 
 
@@ -71,7 +84,9 @@ def test_health(sqlite_app: Flask) -> None:
     assert sqlite_app.test_client().get("/health").get_json() == {"status": "ok"}
 
 
-POSTGRES_ADMIN_URL = os.environ.get("EXAMPLE_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "EXAMPLE_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 @pytest.fixture
@@ -95,3 +110,35 @@ def postgres_url() -> Iterator[str]:
 def test_crud_on_postgres(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", postgres_url)
     exercise_crud(create_app())
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "expected"),
+    [
+        ("GET", "/items?offset=99999999999999999999", None, 400),
+        ("GET", "/items/9223372036854775808", None, 404),
+        ("PUT", "/items/9223372036854775808", b'{"name": "a", "price_cents": 1}', 405),
+        # Werkzeug checks the method before the converter's range, so an id
+        # out of range answers 405 to PUT and DELETE, and 404 to GET.
+        ("DELETE", "/items/9223372036854775808", None, 405),
+        ("POST", "/items", b'{"name": "\\ud800", "price_cents": 1}', 422),
+        ("POST", "/items", b"[" * 100_000 + b"]" * 100_000, 400),
+        ("POST", "/items", b" " * (2 * 1024 * 1024), 413),
+    ],
+    ids=[
+        "huge-offset",
+        "huge-id-get",
+        "huge-id-put",
+        "huge-id-delete",
+        "lone-surrogate",
+        "nesting-bomb",
+        "oversized",
+    ],
+)
+def test_hostile_requests_never_500(
+    sqlite_app: Flask, method: str, path: str, body: bytes | None, expected: int
+) -> None:
+    response = sqlite_app.test_client().open(
+        path, method=method, data=body, content_type="application/json"
+    )
+    assert response.status_code == expected

@@ -32,20 +32,41 @@ def test_toml_file(tmp_path: Path) -> None:
 
 
 def test_struct_passes_through() -> None:
-    policy = Policy(client=ClientPolicy(trusted_proxies=["10.0.0.0/8"]),
-                    routes=[RouteRule(id="a", path="/a")])
+    policy = Policy(
+        client=ClientPolicy(trusted_proxies=["10.0.0.0/8"]),
+        routes=[RouteRule(id="a", path="/a")],
+    )
     assert load_policy(policy) is policy
 
 
 BAD_POLICIES = [
     ("wrong-type", {"client": {"hops": "2"}}, "client.hops", "2"),
     ("out-of-range", {"client": {"hops": 99}}, "client.hops", 99),
-    ("unknown-key", {"client": {"trusted_proxy": ["x"]}}, "client.trusted_proxy", ["x"]),
+    (
+        "unknown-key",
+        {"client": {"trusted_proxy": ["x"]}},
+        "client.trusted_proxy",
+        ["x"],
+    ),
     ("unknown-section", {"clients": {}}, "clients", {}),
-    ("bad-enum", {"client": {"source": "true-client-ip"}}, "client.source", "true-client-ip"),
-    ("route-id", {"routes": [{"id": "has space", "path": "/"}]}, "routes[0].id", "has space"),
-    ("route-method", {"routes": [{"id": "a", "path": "/", "methods": ["GE T"]}]},
-     "routes[0].methods[0]", "GE T"),
+    (
+        "bad-enum",
+        {"client": {"source": "true-client-ip"}},
+        "client.source",
+        "true-client-ip",
+    ),
+    (
+        "route-id",
+        {"routes": [{"id": "has space", "path": "/"}]},
+        "routes[0].id",
+        "has space",
+    ),
+    (
+        "route-method",
+        {"routes": [{"id": "a", "path": "/", "methods": ["GE T"]}]},
+        "routes[0].methods[0]",
+        "GE T",
+    ),
     ("missing-path", {"routes": [{"id": "a"}]}, "routes[0]", {"id": "a"}),
     ("bool-is-not-int", {"route_cache_size": True}, "route_cache_size", True),
 ]
@@ -56,7 +77,9 @@ BAD_POLICIES = [
     [case[1:] for case in BAD_POLICIES],
     ids=[case[0] for case in BAD_POLICIES],
 )
-def test_bad_policy_names_key_and_value(raw: dict[str, Any], key: str, value: Any) -> None:
+def test_bad_policy_names_key_and_value(
+    raw: dict[str, Any], key: str, value: Any
+) -> None:
     with pytest.raises(ConfigurationError) as raised:
         load_policy(raw)
     assert raised.value.key == key
@@ -96,3 +119,34 @@ def test_policy_is_immutable() -> None:
     policy = load_policy({"client": {"hops": 1}})
     with pytest.raises(AttributeError):
         policy.client.hops = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"redis": {"urll": "redis://default:hunter2@cache:6379/0"}},
+        {"redis": "redis://user:hunter2@cache:6379/0"},
+        {"redis": {"url": ["rediss://:hunter2@cache:6379/0"]}},
+    ],
+    ids=["unknown-key", "wrong-type", "list"],
+)
+def test_errors_never_show_url_password(raw: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        load_policy(raw)
+    assert "hunter2" not in str(raised.value)
+    assert "***@" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("redis", "key"),
+    [
+        ({"url": "ftp://cache"}, "redis.url"),
+        ({"sentinels": ["not a host"]}, "redis.sentinels[0]"),
+        ({"sentinels": ["sentinel-1"]}, "redis.sentinels[0]"),
+    ],
+    ids=["url-scheme", "sentinel-spaces", "sentinel-no-port"],
+)
+def test_redis_settings_validated(redis: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        load_policy({"redis": redis})
+    assert raised.value.key == key

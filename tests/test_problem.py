@@ -13,13 +13,17 @@ class Recorder:
         self.status = ""
         self.headers: list[tuple[str, str]] = []
 
-    def __call__(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+    def __call__(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> None:
         self.status = status
         self.headers = headers
 
 
 def test_problem_body_and_headers() -> None:
-    problem = Problem(429, "rate-limited", "Too many requests", "retry in 3 s", [("Retry-After", "3")])
+    problem = Problem(
+        429, "rate-limited", "Too many requests", "retry in 3 s", [("Retry-After", "3")]
+    )
     recorder = Recorder()
     body = b"".join(problem({"REQUEST_METHOD": "GET"}, recorder))
     document = json.loads(body)
@@ -39,7 +43,9 @@ def test_problem_body_and_headers() -> None:
 
 def test_problem_head_has_no_body() -> None:
     recorder = Recorder()
-    body = b"".join(Problem(403, "forbidden", "Forbidden")({"REQUEST_METHOD": "HEAD"}, recorder))
+    body = b"".join(
+        Problem(403, "forbidden", "Forbidden")({"REQUEST_METHOD": "HEAD"}, recorder)
+    )
     assert body == b""
     assert recorder.status == "403 Forbidden"
 
@@ -53,8 +59,13 @@ def test_problem_extra_headers_per_call() -> None:
 
 
 def test_with_detail_keeps_type_and_headers() -> None:
-    base = Problem(401, "unauthorized", "Unauthorized", headers=[("WWW-Authenticate", 'Bearer realm="api"')],
-                   type_base="https://errors.example/")
+    base = Problem(
+        401,
+        "unauthorized",
+        "Unauthorized",
+        headers=[("WWW-Authenticate", 'Bearer realm="api"')],
+        type_base="https://errors.example/",
+    )
     detailed = base.with_detail("token expired")
     assert detailed.type == "https://errors.example/unauthorized"
     assert ("WWW-Authenticate", 'Bearer realm="api"') in detailed.headers

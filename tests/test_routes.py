@@ -94,3 +94,31 @@ def test_memo_returns_same_answer() -> None:
     table = RouteTable([Route("item", "/items/{id}")])
     first = table.match("GET", "/items/1")
     assert table.match("GET", "/items/1") is first
+
+
+BYPASS_CASES = [
+    ("no-leading-slash", "admin/stats"),
+    ("no-leading-slash-bare", "admin"),
+    ("newline-after-prefix", "/admin/x\n"),
+    ("newline-segment", "/admin/\n"),
+    ("carriage-return", "/admin/\r"),
+]
+
+
+@pytest.mark.parametrize(
+    "path", [case[1] for case in BYPASS_CASES], ids=[case[0] for case in BYPASS_CASES]
+)
+def test_admin_rule_not_bypassed(path: str) -> None:
+    route = TABLE.match("GET", path)
+    assert route is not None
+    assert route.id == "admin"
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["/admin/../admin/**", "/admin//x/**", "/a/./b", "/a/{id}/{id}"],
+    ids=["dot-dot", "double-slash", "dot", "repeated-name"],
+)
+def test_unmatchable_patterns_rejected(pattern: str) -> None:
+    with pytest.raises(ValueError):
+        Route("bad", pattern)

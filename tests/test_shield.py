@@ -26,7 +26,10 @@ def ok_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 def test_layers_from_policy() -> None:
     shield = Shield(ok_app, POLICY)
-    assert [type(layer) for layer in shield.layers] == [ClientAddressMiddleware, RouteMiddleware]
+    assert [type(layer) for layer in shield.layers] == [
+        ClientAddressMiddleware,
+        RouteMiddleware,
+    ]
 
 
 def test_route_layer_skipped_without_routes() -> None:
@@ -42,27 +45,52 @@ def test_layers_usable_alone() -> None:
         return ok_app(environ, start_response)
 
     stack = ClientAddressMiddleware(app, trusted_proxies=["10.0.0.0/8"])
-    stack({"REMOTE_ADDR": "10.1.2.3", "HTTP_X_FORWARDED_FOR": "192.0.2.1"}, lambda *a: None)
+    stack(
+        {"REMOTE_ADDR": "10.1.2.3", "HTTP_X_FORWARDED_FOR": "192.0.2.1"},
+        lambda *a: None,
+    )
     assert seen[context.CLIENT_IP] == "192.0.2.1"
 
 
 header_values = st.one_of(
     st.text(max_size=200),
-    st.lists(st.sampled_from(["1.2.3.4", "::1", "[::1]:80", "unknown", "", " ", '"', "10.0.0.1",
-                              "for=1.2.3.4", 'for="[::1]"', "proto=https", ";", "=", "%"]),
-             max_size=20).map(", ".join),
+    st.lists(
+        st.sampled_from(
+            [
+                "1.2.3.4",
+                "::1",
+                "[::1]:80",
+                "unknown",
+                "",
+                " ",
+                '"',
+                "10.0.0.1",
+                "for=1.2.3.4",
+                'for="[::1]"',
+                "proto=https",
+                ";",
+                "=",
+                "%",
+            ]
+        ),
+        max_size=20,
+    ).map(", ".join),
 )
 
 
 @settings(max_examples=400, deadline=None)
 @given(
-    peer=st.one_of(st.sampled_from(["127.0.0.1", "::1", "10.0.0.1", "", "unix:/x", "203.0.113.1"]),
-                   st.text(max_size=50)),
+    peer=st.one_of(
+        st.sampled_from(["127.0.0.1", "::1", "10.0.0.1", "", "unix:/x", "203.0.113.1"]),
+        st.text(max_size=50),
+    ),
     xff=header_values,
     forwarded=header_values,
     path=st.text(max_size=100),
     method=st.text(max_size=10),
-    source=st.sampled_from(["x-forwarded-for", "forwarded", "x-real-ip", "cf-connecting-ip"]),
+    source=st.sampled_from(
+        ["x-forwarded-for", "forwarded", "x-real-ip", "cf-connecting-ip"]
+    ),
     hops=st.integers(min_value=0, max_value=3),
 )
 def test_hostile_environ_never_raises(

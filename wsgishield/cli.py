@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wsgishield", description="Validate and explain wsgishield policies."
     )
-    parser.add_argument("--version", action="version", version=f"wsgishield {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"wsgishield {__version__}"
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     check = commands.add_parser("check", help="validate a policy and print its rules")
@@ -67,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("method", help="HTTP method, such as GET")
     explain.add_argument("path", help="request path, with an optional ?query")
     explain.add_argument(
-        "--peer", default="127.0.0.1", help="address of the immediate peer (REMOTE_ADDR)"
+        "--peer",
+        default="127.0.0.1",
+        help="address of the immediate peer (REMOTE_ADDR)",
     )
     explain.add_argument(
         "--header",
@@ -114,10 +118,17 @@ def _check(arguments: argparse.Namespace, out: TextIO) -> int:
     trusted = ", ".join(client.trusted_proxies) or "none (forwarding headers ignored)"
     print(f"client: trusted proxies {trusted}", file=out)
     if client.trusted_proxies:
-        hops = f"{client.hops} hop(s) from the right" if client.hops else "rightmost untrusted"
+        hops = (
+            f"{client.hops} hop(s) from the right"
+            if client.hops
+            else "rightmost untrusted"
+        )
         print(f"client: source {client.source}, {hops}", file=out)
 
-    print(f"layers: {', '.join(type(layer).__name__ for layer in shield.layers)}", file=out)
+    print(
+        f"layers: {', '.join(type(layer).__name__ for layer in shield.layers)}",
+        file=out,
+    )
     if not shield.routes.routes:
         print("routes: none", file=out)
     for route in shield.routes.routes:
@@ -134,7 +145,9 @@ def _explain(arguments: argparse.Namespace, out: TextIO) -> int:
 
     captured: dict[str, Any] = {}
 
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Any:
         captured["status"] = status
         captured["headers"] = headers
         return lambda data: None
@@ -202,30 +215,55 @@ def _environ(arguments: argparse.Namespace) -> dict[str, Any]:
 
 def _refresh_cloudflare(arguments: argparse.Namespace, out: TextIO) -> int:
     ranges: list[str] = []
-    for path, version in ((arguments.ips_v4, 4), (arguments.ips_v6, 6)):
-        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-            text = line.split("#", 1)[0].strip()
-            if not text:
-                continue
-            try:
-                parsed_version = parse_network(text)[0]
-            except ValueError as exc:
-                raise ConfigurationError(f"{path}:{number}", text, str(exc)) from exc
-            if parsed_version != version:
-                raise ConfigurationError(f"{path}:{number}", text, f"expected an IPv{version} network")
-            ranges.append(text)
-    if len(ranges) < 2:
-        raise ConfigurationError("refresh-cloudflare", ranges, "the lists are empty")
+    for key, version in (("ips_v4", 4), ("ips_v6", 6)):
+        path = getattr(arguments, key)
+        found = _read_ranges(key, path, version)
+        if not found:
+            raise ConfigurationError(key, path, f"no IPv{version} network in the file")
+        ranges.extend(found)
 
     if arguments.output:
         target = Path(arguments.output)
     else:
-        target = Path(str(resources.files("wsgishield") / "data" / "cloudflare-ips.txt"))
+        target = Path(
+            str(resources.files("wsgishield") / "data" / "cloudflare-ips.txt")
+        )
     today = datetime.date.today().isoformat()
     header = (
-        "# Cloudflare's published edge ranges (www.cloudflare.com/ips-v4 and /ips-v6).\n"
+        "# Cloudflare's published edge ranges"
+        " (www.cloudflare.com/ips-v4 and /ips-v6).\n"
         f"# snapshot: {today}\n"
     )
-    target.write_text(header + "\n".join(ranges) + "\n", encoding="utf-8")
+    try:
+        target.write_text(header + "\n".join(ranges) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError("--output", str(target), str(exc)) from exc
     print(f"wrote {len(ranges)} ranges to {target}", file=out)
     return 0
+
+
+def _read_ranges(key: str, path: str, version: int) -> list[str]:
+    """Read one network per line from ``path``, all of IP version ``version``."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        reason = f"cannot read the file: {exc.strerror or exc}"
+        raise ConfigurationError(key, path, reason) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(key, path, f"not UTF-8 text: {exc}") from exc
+
+    ranges = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            parsed_version = parse_network(text)[0]
+        except ValueError as exc:
+            raise ConfigurationError(f"{path}:{number}", text, str(exc)) from exc
+        if parsed_version != version:
+            raise ConfigurationError(
+                f"{path}:{number}", text, f"expected an IPv{version} network"
+            )
+        ranges.append(text)
+    return ranges

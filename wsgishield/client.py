@@ -47,7 +47,14 @@ from typing import Any, Literal, NamedTuple
 
 from ._fast.address import parse_address
 from .errors import ConfigurationError
-from .networks import NetworkSet, expand_presets, load_cloudflare_ranges
+from .networks import (
+    CLOUDFLARE_PRESET,
+    PRESETS,
+    NetworkSet,
+    expand_presets,
+    load_cloudflare_ranges,
+    parse_network,
+)
 
 __all__ = ["REASONS", "SOURCES", "ClientAddress", "ClientAddressResolver"]
 
@@ -60,16 +67,21 @@ SOURCES: dict[str, str] = {
     "cf-connecting-ip": "HTTP_CF_CONNECTING_IP",
 }
 
-#: Why the peer was used although it is a trusted proxy.
+#: Reasons for using a trusted peer's own address instead of its header.
 REASONS = ("missing", "invalid", "short-chain")
 
-# nginx's default large_client_header_buffers holds 8 KiB per header line, so
+# nginx's default large_client_header_buffers allows 8 KiB per header line, so
 # a longer forwarding header did not come through a default nginx.
 DEFAULT_MAX_HEADER_BYTES = 8192
 
-# A peer that has no IP address is a local process on a Unix socket, such as
-# nginx in front of Gunicorn; it gets the loopback address and its trust.
+# A peer without an IP address (an empty REMOTE_ADDR, or "unix:...") is a
+# local process on a Unix socket, such as nginx in front of Gunicorn. It gets
+# the loopback address and its trust.
 _UNIX_SOCKET_PEER = ("127.0.0.1", 4, 0x7F000001, "")
+
+# Any other REMOTE_ADDR that is not an IP address comes from a misbehaving
+# server. It gets the unspecified address, which no preset trusts.
+_INVALID_PEER = ("0.0.0.0", 4, 0, "")
 
 _Parsed = tuple[str, int, int, str]
 
@@ -96,7 +108,7 @@ class ClientAddress(NamedTuple):
     peer: str
     #: ``"peer"``, or the forwarding header the address came from.
     source: str
-    #: Why a trusted peer's header was not used, or ``None``.
+    #: Fallback reason when a trusted peer's header was unusable, or ``None``.
     reason: str | None
 
 
@@ -140,6 +152,8 @@ class ClientAddressResolver:
                 "client.cloudflare_ranges", cloudflare_ranges, str(exc)
             ) from exc
 
+        trusted_proxies = list(trusted_proxies)
+        _check_trusted_entries(trusted_proxies)
         networks = expand_presets(trusted_proxies, cloudflare)
         self.trusted = _network_set("client.trusted_proxies", networks)
         self.cloudflare = _network_set("client.cloudflare_ranges", cloudflare)
@@ -189,7 +203,7 @@ class ClientAddressResolver:
         self, environ: Mapping[str, Any], header: Any
     ) -> tuple[ClientAddress, str]:
         scheme = environ.get("wsgi.url_scheme", "http")
-        peer = parse_address(environ.get("REMOTE_ADDR") or "") or _UNIX_SOCKET_PEER
+        peer = _parse_peer(environ.get("REMOTE_ADDR"))
 
         if not self.trusted.contains(peer[1], peer[2]):
             return _client(peer, peer, "peer", None), scheme
@@ -220,7 +234,11 @@ class ClientAddressResolver:
     ) -> tuple[_Parsed | None, str | None, str | None]:
         parsed = _parse_forwarded(header)
         if parsed is None:
-            return None, "invalid", None
+            # An unterminated quote would swallow every element to its right,
+            # including those the proxies appended. Parse each
+            # comma-separated piece on its own instead, so that a quote a
+            # client wrote spoils only the client's own elements.
+            parsed = _parse_forwarded_pieces(header)
         nodes, protos = parsed
         if self.hops:
             return _count_hops(nodes, self.hops, protos)
@@ -295,7 +313,7 @@ def _parse_forwarded(header: str) -> tuple[list[str], dict[int, str]] | None:
 
     Returns one node text per element (empty when an element has no
     ``for``), with quotes removed, and the ``proto`` of each element that
-    has one; ``None`` when a quoted string is not terminated. Obfuscated
+    has one. Returns ``None`` when a quoted string is not terminated. Obfuscated
     identifiers (``_hidden``) and ``unknown`` stay as they are and fail to
     parse as addresses later.
     """
@@ -345,6 +363,31 @@ def _parse_forwarded(header: str) -> tuple[list[str], dict[int, str]] | None:
     return nodes, protos
 
 
+def _parse_forwarded_pieces(header: str) -> tuple[list[str], dict[int, str]]:
+    nodes: list[str] = []
+    protos: dict[int, str] = {}
+    for piece in header.split(","):
+        parsed = _parse_forwarded(piece)
+        if parsed is None or len(parsed[0]) != 1:
+            nodes.append('"')  # not an address, so the walk stops here
+            continue
+        if 0 in parsed[1]:
+            protos[len(nodes)] = parsed[1][0]
+        nodes.append(parsed[0][0])
+    return nodes, protos
+
+
+def _parse_peer(remote_addr: Any) -> _Parsed:
+    if not remote_addr or not isinstance(remote_addr, str):
+        return _UNIX_SOCKET_PEER
+    parsed: _Parsed | None = parse_address(remote_addr)
+    if parsed is not None:
+        return parsed
+    if remote_addr.startswith("unix:"):
+        return _UNIX_SOCKET_PEER
+    return _INVALID_PEER
+
+
 def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
         inner = value[1:-1]
@@ -364,7 +407,26 @@ def _forwarded_proto(environ: Mapping[str, Any]) -> str | None:
 def _client(
     found: _Parsed, peer: _Parsed, source: str, reason: str | None
 ) -> ClientAddress:
-    return ClientAddress(found[0], found[1], found[2], found[3], peer[0], source, reason)
+    ip, version, value, zone = found
+    return ClientAddress(ip, version, value, zone, peer[0], source, reason)
+
+
+def _check_trusted_entries(entries: list[str]) -> None:
+    for index, entry in enumerate(entries):
+        key = f"client.trusted_proxies[{index}]"
+        if entry in PRESETS or entry == CLOUDFLARE_PRESET:
+            continue
+        try:
+            _, _, prefix = parse_network(entry)
+        except ValueError as exc:
+            raise ConfigurationError(key, entry, str(exc)) from exc
+        if prefix == 0:
+            raise ConfigurationError(
+                key,
+                entry,
+                "a /0 network trusts every peer, so any client could choose its "
+                "own address; list the networks your proxies connect from",
+            )
 
 
 def _network_set(key: str, networks: Iterable[str]) -> NetworkSet:

@@ -7,30 +7,33 @@
 Every setting reads an environment variable first, so one config file serves
 development, CI and production:
 
-=========================  =====================================  ===========
-variable                   setting                                default
-=========================  =====================================  ===========
-``WSGISHIELD_BIND``        ``bind``                               ``127.0.0.1:8000``
-``WEB_CONCURRENCY``        ``workers``                            2 x cores + 1
-``WSGISHIELD_THREADS``     ``threads``                            1
-``WSGISHIELD_APP``         ``wsgi_app``                           ``app_example.wsgi:app``
-``WSGISHIELD_TIMEOUT``     ``timeout`` (seconds)                  30
-``WSGISHIELD_MAX_REQUESTS`` ``max_requests`` (0 = never recycle)  10000
-=========================  =====================================  ===========
+==============================  ==================  ==========================
+variable                        setting             default
+==============================  ==================  ==========================
+``WSGISHIELD_BIND``             ``bind``            ``127.0.0.1:8000``
+``WEB_CONCURRENCY``             ``workers``         2 x cores + 1
+``WSGISHIELD_THREADS``          ``threads``         1
+``WSGISHIELD_APP``              ``wsgi_app``        ``app_example.wsgi:app``
+``WSGISHIELD_TIMEOUT``          ``timeout``         30 (seconds)
+``WSGISHIELD_MAX_REQUESTS``     ``max_requests``    10000 (0: never recycle)
+==============================  ==================  ==========================
 
 Choices that differ from Gunicorn's defaults, and why:
 
 - ``secure_scheme_headers`` is empty: wsgishield resolves the scheme from
   trusted proxies only (``wsgishield.scheme``), so Gunicorn must not set
   ``wsgi.url_scheme`` from a header on its own terms.
+- ``forwarder_headers`` is empty, so no request header can set
+  ``SCRIPT_NAME`` or ``PATH_INFO``.
 - ``max_requests`` with jitter recycles workers so a slow leak in the app
   cannot grow without bound, without restarting all workers at once.
 - The control socket (Gunicorn 25.1+) is off: its one per-user path clashes
   when several instances share a host, and nothing here uses it.
 - ``worker_tmp_dir`` is ``/dev/shm`` when it exists: the heartbeat file on a
   slow disk can make Gunicorn kill healthy workers.
-- The binding is loopback by default: put Nginx in front (``deploy/nginx.conf``)
-  rather than exposing Gunicorn.
+- The binding is loopback by default. Put Nginx in front
+  (``deploy/nginx/wsgishield.conf``) rather than exposing Gunicorn: sync
+  workers are held by slow clients, and Nginx buffers requests for them.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import Any
 __all__ = [
     "bind",
     "control_socket_disable",
+    "forwarder_headers",
     "graceful_timeout",
     "keepalive",
     "limit_request_field_size",
@@ -94,6 +98,10 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 
 secure_scheme_headers: dict[str, str] = {}
+# Gunicorn lets a peer in forwarded_allow_ips set SCRIPT_NAME and PATH_INFO
+# through request headers; a client on loopback could then move PATH_INFO
+# outside the routes the policy names.
+forwarder_headers = ""
 
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
@@ -105,4 +113,6 @@ control_socket_disable = True
 def when_ready(server: Any) -> None:
     """Print where the server listens, once every worker can accept."""
     for listener in server.LISTENERS:
-        print(f"wsgishield: serving {wsgi_app} on {listener}", file=sys.stderr, flush=True)
+        print(
+            f"wsgishield: serving {wsgi_app} on {listener}", file=sys.stderr, flush=True
+        )

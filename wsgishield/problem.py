@@ -43,7 +43,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 def status_line(status: int) -> str:
-    """Return the WSGI status line for ``status``, such as ``"429 Too Many Requests"``."""
+    """Return the WSGI status line for ``status``, like ``"429 Too Many Requests"``."""
     return f"{status} {HTTPStatus(status).phrase}"
 
 
