@@ -382,3 +382,25 @@ def test_bucket_index_matches_twin(cluster: str) -> None:
         probes.add(base | generator.getrandbits(bits - base_length))
     for value in sorted(probe for probe in probes if 0 <= probe < 2**bits):
         assert fast.lookup(version, value) == slow.lookup(version, value), hex(value)
+
+
+class TextSubclass(str):
+    pass
+
+
+def test_str_subclass_parses_like_text(kernel: ModuleType) -> None:
+    table = build(kernel, "10.0.0.0/8")
+    assert table.lookup_text(TextSubclass("10.1.2.3")) == 0
+    assert kernel.parse_network(TextSubclass("10.0.0.0/8")) == (4, 0x0A000000, 8)
+    assert kernel.parse_host(TextSubclass("::ffff:10.0.0.1")) == (4, 0x0A000001)
+
+
+@pytest.mark.parametrize("value", [None, b"10.0.0.1", 167772161], ids=repr)
+def test_non_text_rejected(kernel: ModuleType, value: object) -> None:
+    table = build(kernel, "10.0.0.0/8")
+    with pytest.raises(TypeError):
+        table.lookup_text(value)
+    with pytest.raises(TypeError):
+        kernel.parse_network(value)
+    with pytest.raises(TypeError):
+        kernel.parse_host(value)

@@ -268,22 +268,31 @@ cdef int _parse_plain(str text, u128* out) except -1:
     return version
 
 
-def parse_host(str text not None):
+cdef str _as_text(object value):
+    if type(value) is str:
+        return <str>value
+    if isinstance(value, str):
+        return str(value)  # a str subclass parses like its text
+    raise TypeError(f"expected str, got {type(value).__name__}")
+
+
+def parse_host(object value):
     """Parse a plain IP address to ``(version, value)``.
 
     Ports, brackets and zones are rejected; IPv4-mapped IPv6 comes back as
     IPv4. Raises ``ValueError`` when ``text`` is not an address.
     """
-    cdef u128 value
+    cdef str text = _as_text(value)
+    cdef u128 number
     cdef int version = 0
     if len(text) <= _MAX_TEXT:
-        version = _parse_plain(text, &value)
+        version = _parse_plain(text, &number)
     if version == 0:
         raise ValueError(f"invalid IP address {text[:MAX_NETWORK_TEXT]!r}")
-    return version, _from_u128(value)
+    return version, _from_u128(number)
 
 
-def parse_network(str text not None):
+def parse_network(object network):
     """Parse ``"192.0.2.0/24"``, ``"2001:db8::/32"`` or a bare address.
 
     Returns ``(version, first address, prefix length)``. A prefix inside
@@ -291,6 +300,7 @@ def parse_network(str text not None):
     ``ValueError`` naming the problem, also when bits below the prefix are
     set (``10.0.0.1/8``), which is almost always a typo.
     """
+    cdef str text = _as_text(network)
     cdef Py_ssize_t size = len(text)
     cdef Py_ssize_t slash
     cdef Py_ssize_t i
@@ -501,8 +511,9 @@ cdef class PrefixTable:
                             self._base6, self._shift6, number)
         raise ValueError(f"IP version must be 4 or 6, not {version!r}")
 
-    def lookup_text(self, str text not None):
+    def lookup_text(self, object address):
         """Parse a plain address (see :func:`parse_host`) and look it up."""
+        cdef str text = _as_text(address)
         cdef u128 value
         cdef int version = 0
         if len(text) <= _MAX_TEXT:

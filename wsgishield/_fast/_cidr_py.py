@@ -54,6 +54,9 @@ def parse_host(text: str) -> tuple[int, int]:
     Ports, brackets and zones are rejected; IPv4-mapped IPv6 comes back as
     IPv4. Raises ``ValueError`` when ``text`` is not an address.
     """
+    if not isinstance(text, str):
+        raise TypeError(f"expected str, got {type(text).__name__}")
+    text = str(text)
     parsed = _parse_plain(text) if len(text) <= MAX_NETWORK_TEXT else None
     if parsed is None:
         raise ValueError(f"invalid IP address {text[:MAX_NETWORK_TEXT]!r}")
@@ -68,6 +71,9 @@ def parse_network(text: str) -> tuple[int, int, int]:
     ``ValueError`` naming the problem, also when bits below the prefix are
     set (``10.0.0.1/8``), which is almost always a typo.
     """
+    if not isinstance(text, str):
+        raise TypeError(f"expected str, got {type(text).__name__}")
+    text = str(text)
     if len(text) > MAX_NETWORK_TEXT:
         raise ValueError(f"invalid network {text[:MAX_NETWORK_TEXT]!r}: too long")
     address, slash, length = text.partition("/")
