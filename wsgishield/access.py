@@ -198,7 +198,7 @@ class AccessList:
         if self._files and self._clock() >= self._next_check:
             self._reload()
         snapshot = self._snapshot
-        index = snapshot.table.lookup(version, value)
+        index: int = snapshot.table.lookup(version, value)
         if index == NO_MATCH:
             return snapshot.no_match
         return snapshot.verdicts[index]
