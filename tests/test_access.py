@@ -99,6 +99,22 @@ def test_list_verdicts(
     assert (verdict.rule.id if verdict.rule else None) == rule_id
 
 
+def test_deny_file_beats_inline_allow(tmp_path: Path) -> None:
+    deny = tmp_path / "deny.txt"
+    deny.write_text("192.0.2.0/24\n")
+    rules = AccessList(allow=["192.0.2.0/24", "0.0.0.0/0"], deny_files=[str(deny)])
+    verdict = rules.check(*parsed("192.0.2.1"))
+    assert not verdict.allowed
+    assert verdict.rule is not None
+    assert verdict.rule.id == f"{deny}:1"
+
+
+def test_empty_allow_file_denies_everyone(tmp_path: Path) -> None:
+    allow = tmp_path / "allow.txt"
+    allow.write_text("# nothing yet\n")
+    assert not AccessList(allow_files=[str(allow)]).check(*parsed("192.0.2.1")).allowed
+
+
 def test_list_rejects_bad_inline_network() -> None:
     with pytest.raises(ConfigurationError) as raised:
         AccessList(deny=["10.0.0.0/8", "10.0.0.1/8"])

@@ -162,12 +162,8 @@ class AccessList:
         self.key = key
         self.reload_interval = reload_interval
         self._clock = clock
-        # Deny entries go first: for the same network in both lists, the
-        # first one listed keeps it, so deny wins.
-        self._inline = [
-            *_inline_entries(f"{key}.deny", "deny", deny),
-            *_inline_entries(f"{key}.allow", "allow", allow),
-        ]
+        self._inline_deny = _inline_entries(f"{key}.deny", "deny", deny)
+        self._inline_allow = _inline_entries(f"{key}.allow", "allow", allow)
         self._files = [
             *(_ListFile(path, "deny") for path in deny_files),
             *(_ListFile(path, "allow") for path in allow_files),
@@ -206,7 +202,11 @@ class AccessList:
     def _compile(self) -> _Snapshot:
         rules: list[AccessRule] = []
         networks = []
-        sources = [self._inline, *(list_file.entries for list_file in self._files)]
+        # Every deny entry goes before every allow entry: for the same network
+        # in both lists the first one listed keeps it, so deny wins.
+        deny_files = [f.entries for f in self._files if f.action == "deny"]
+        allow_files = [f.entries for f in self._files if f.action == "allow"]
+        sources = [self._inline_deny, *deny_files, self._inline_allow, *allow_files]
         for entries in sources:
             for rule, network in entries:
                 networks.append((*network, len(rules)))
