@@ -585,3 +585,22 @@ def test_redis_ignores_malformed_index_entry(shared_redis_server: RedisServer) -
     client.pexpire(store.index_key, 60_000)
     time.sleep(0.06)
     assert bans.ban_left(*value_of("203.0.113.1")) is None
+
+
+@pytest.mark.redis
+def test_redis_strike_learns_ban_of_other_process(
+    shared_redis_server: RedisServer,
+) -> None:
+    settings = redis_settings(shared_redis_server)
+    policy = BanPolicy(store="redis", threshold=1, sync_interval=60)
+    first = Bans.from_policy(policy, settings)
+    second = Bans.from_policy(policy, settings)
+    client = value_of("203.0.113.77")
+    second.ban_left(*client)  # polls now, then not for a minute
+    assert first.strike(*client)[1] is not None
+    assert second.ban_left(*client) is None
+
+    assert second.strike(*client)[1] is None
+    left = second.ban_left(*client)
+    assert left is not None
+    assert 590 < left <= 600

@@ -18,7 +18,8 @@
 -- ARGV[7]  repeat_ms
 --
 -- Returns {ban_ms, offence, now_ms}: ban_ms is 0 when no new ban started,
--- and -1 when the client was already banned (no strike counted).
+-- and minus the milliseconds left when the client was already banned (no
+-- strike counted).
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -27,8 +28,9 @@ local weight = tonumber(ARGV[1])
 local threshold = tonumber(ARGV[2])
 local window_ms = tonumber(ARGV[3])
 
-if redis.call('EXISTS', KEYS[3]) == 1 then
-    return {-1, 0, now}
+local left = redis.call('PTTL', KEYS[3])
+if left > 0 then
+    return {-left, 0, now}
 end
 
 -- Only whole strikes drain, and `updated` moves by whole drain steps, so a
