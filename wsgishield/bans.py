@@ -316,7 +316,11 @@ class RedisBanStore:
         ban_ms, offence, now_ms = (
             int(part) for part in self._call(self._strike, keys, args)
         )
-        if ban_ms <= 0:
+        if ban_ms < 0:
+            # Banned through another process; this one has not polled yet.
+            self.local.add_ban(subject, -ban_ms / 1000)
+            return None
+        if ban_ms == 0:
             return None
 
         seconds = ban_ms / 1000
