@@ -90,7 +90,7 @@ TRIE = _build_pytricia()
 
 
 def _ipaddress_lookup(text: str) -> int:
-    """The usual pure-Python approach: ipaddress parsing, then bisect."""
+    """Look up with the usual pure-Python approach: ipaddress, then bisect."""
     address = ipaddress.ip_address(text)
     if address.version == 4:
         starts, ids = TWIN_TABLE._starts4, TWIN_TABLE._ids4

@@ -42,7 +42,7 @@ def test_list_file_reload_reaches_every_worker(tmp_path: Path) -> None:
         changed_at = time.monotonic()
 
         # Each worker checks the file at most once a second and on the
-        # request path, so every request a second later sees the new table.
+        # request path, so every request a second later meets the new table.
         time.sleep(max(0.0, 1.0 - (time.monotonic() - changed_at)))
         assert [get(server, "203.0.113.1") for _ in range(12)] == [403] * 12
         assert [get(server, "198.51.100.1") for _ in range(12)] == [200] * 12

@@ -30,7 +30,7 @@ class FakeClock:
 
 
 def status_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-    """Answer ``/status/NNN`` with status NNN and anything else with 200."""
+    """Respond to ``/status/NNN`` with status NNN and to anything else with 200."""
     path = environ["PATH_INFO"]
     status = int(path[8:11]) if path.startswith("/status/") else 200
     start_response(f"{status} Status", [("Content-Type", "text/plain")])

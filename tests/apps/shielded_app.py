@@ -1,6 +1,6 @@
 """A bare WSGI app behind a shield, for tests that run it under Gunicorn.
 
-``/login`` always fails with 401; every other path answers 200. The policy
+``/login`` always fails with 401; every other path returns 200. The policy
 file is named by ``WSGISHIELD_TEST_POLICY``; the Redis URL comes from
 ``WSGISHIELD_REDIS_URL`` as usual.
 """
