@@ -215,7 +215,6 @@ class JwksKeySet:
         self._keys: tuple[BoundKey, ...] = ()
         self._next_attempt = 0.0
         self._next_unknown_kid_fetch = 0.0
-        self._fetched_at = -math.inf
         self._refreshing = False
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -239,7 +238,7 @@ class JwksKeySet:
     def find(self, kid: str | None, alg: str) -> BoundKey | None:
         """Return the key for ``kid`` and ``alg``, fetching only when none is usable."""
         now = self.clock()
-        if now >= self.refresh_at:
+        if now >= self.refresh_at or now >= self.usable_until:
             self.maintain(now)
         key = self._lookup(kid, alg)
         if key is None and kid is not None and now >= self._next_unknown_kid_fetch:
@@ -297,11 +296,11 @@ class JwksKeySet:
             self._refreshing = False
 
     def _fetch_now(self) -> None:
-        started = self.clock()
+        seen = self.fetches
         if not self._lock.acquire(timeout=self.timeout + 1):
             return
         try:
-            if self._fetched_at >= started:
+            if self.fetches != seen:
                 return  # another thread fetched while this one waited
             self._fetch()
         finally:
@@ -317,7 +316,9 @@ class JwksKeySet:
         except JwksError as exc:
             now = self.clock()
             self._next_attempt = now + RETRY_SECONDS
-            self.refresh_at = max(self.refresh_at, self._next_attempt)
+            # Cached verifications keep passing until the next attempt, but
+            # not past the point where the keys stop being usable.
+            self.refresh_at = min(max(self.refresh_at, self._next_attempt), self.usable_until)
             events.emit(
                 "auth",
                 "jwks-fetch-failed",
@@ -348,7 +349,6 @@ class JwksKeySet:
         lifetime = self.refresh_seconds
         if max_age is not None:
             lifetime = max(min(lifetime, max_age), MIN_REFRESH_SECONDS)
-        self._fetched_at = now
         self._next_attempt = now
         self.refresh_at = now + lifetime * 0.75
         self.usable_until = now + lifetime + self.max_stale

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt import PyJWK
 from jwt.algorithms import Algorithm, get_default_algorithms
-from jwt.exceptions import PyJWKError
+from jwt.exceptions import PyJWTError
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -130,7 +130,7 @@ def bind_jwk(jwk: Mapping[str, Any], allowed: Iterable[str]) -> BoundKey:
     members = {name: jwk[name] for name in ("kty", "crv", "n", "e", "x", "y") if name in jwk}
     try:
         public_key = PyJWK(members).key
-    except (PyJWKError, ValueError, TypeError, KeyError) as exc:
+    except (PyJWTError, ValueError, TypeError, KeyError) as exc:
         raise UnusableKeyError(f"unusable JWK: {type(exc).__name__}") from exc
     allowed = frozenset(allowed)
     declared = jwk.get("alg")
