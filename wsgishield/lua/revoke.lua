@@ -13,7 +13,8 @@
 -- covers its longest-lived entry, so nothing outlives its purpose.
 -- Returns the new version.
 
-local now = tonumber(redis.call('TIME')[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local kind = ARGV[1]
 local member = ARGV[2]
 local score = tonumber(ARGV[3])
