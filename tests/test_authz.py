@@ -69,7 +69,9 @@ CASES = [
     [case[1:] for case in CASES],
     ids=[case[0] for case in CASES],
 )
-def test_requirement_check(options: dict[str, Any], who: Identity, expected: str | None) -> None:
+def test_requirement_check(
+    options: dict[str, Any], who: Identity, expected: str | None
+) -> None:
     assert Requirement("rule", **options).check(who) == expected
 
 

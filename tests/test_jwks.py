@@ -15,10 +15,10 @@ from tests.support.jwks_server import JwksServer
 from tests.support.tokens import ISSUER, claims
 from tests.support.wsgi import call
 from wsgishield.auth import JwksKeySet, KeysUnavailable, Profile, TokenError, Verifier
+from wsgishield.auth.authorization import Requirement
 from wsgishield.auth.jwks import JwksError, fetch_jwks, parse_jwks
 from wsgishield.errors import ConfigurationError
 from wsgishield.middleware import AuthMiddleware
-from wsgishield.auth.authorization import Requirement
 
 
 class Clock:
@@ -45,14 +45,20 @@ def server() -> Iterator[JwksServer]:
         running.stop()
 
 
-def make(server: JwksServer, clock: Clock, **options: Any) -> tuple[JwksKeySet, Verifier]:
+def make(
+    server: JwksServer, clock: Clock, **options: Any
+) -> tuple[JwksKeySet, Verifier]:
     keys = JwksKeySet(server.uri, algorithms=["EdDSA", "RS256"], clock=clock, **options)
     profile = Profile("idp", ISSUER, algorithms=["EdDSA", "RS256"], keys=keys)
     return keys, Verifier([profile], clock=clock)
 
 
-def token(private: Any, kid: str, clock: Clock, alg: str = "EdDSA", **overrides: Any) -> str:
-    return jwt.encode(claims(clock.now, **overrides), private, algorithm=alg, headers={"kid": kid})
+def token(
+    private: Any, kid: str, clock: Clock, alg: str = "EdDSA", **overrides: Any
+) -> str:
+    return jwt.encode(
+        claims(clock.now, **overrides), private, algorithm=alg, headers={"kid": kid}
+    )
 
 
 def test_verifies_with_fetched_key(server: JwksServer) -> None:
@@ -223,7 +229,9 @@ def test_key_count_cap() -> None:
 )  # fmt: skip
 def test_unusable_keys_skipped(entry: Any) -> None:
     _, good = ed_key("good")
-    keys = parse_jwks(json.dumps({"keys": [entry, good]}).encode(), ["EdDSA", "RS256"], 10)
+    keys = parse_jwks(
+        json.dumps({"keys": [entry, good]}).encode(), ["EdDSA", "RS256"], 10
+    )
     assert [key.kid for key in keys] == ["good"]
 
 

@@ -5,8 +5,8 @@ from typing import Any
 import flask
 import pytest
 
-from tests.support.wsgi import call
 from tests.support.tokens import ISSUER, SECRET, SECRET_VARIABLE, claims, hs256
+from tests.support.wsgi import call
 from wsgishield import context
 from wsgishield.errors import ConfigurationError
 from wsgishield.flask import install, public, require
@@ -75,7 +75,13 @@ def token(**overrides: Any) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "path",
-    ["/admin/users", "//admin/users", "/admin//users", "/x/../admin/users", "/admin/./users"],
+    [
+        "/admin/users",
+        "//admin/users",
+        "/admin//users",
+        "/x/../admin/users",
+        "/admin/./users",
+    ],
 )
 def test_endpoint_rule_follows_url_map(path: str) -> None:
     # The raw environ, because the test client reads "//admin" as a host.

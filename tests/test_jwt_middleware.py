@@ -108,7 +108,9 @@ def test_missing_token_gets_bare_challenge(shield: Shield) -> None:
 )  # fmt: skip
 def test_bearer_grammar(shield: Shield, template: str, status: int) -> None:
     token = hs256(claims())
-    response = call(shield, "/items/1", headers={"Authorization": template.format(t=token)})
+    response = call(
+        shield, "/items/1", headers={"Authorization": template.format(t=token)}
+    )
     assert response.status_code == status
     if status == 400:
         assert 'error="invalid_request"' in challenge(response)
@@ -134,7 +136,9 @@ def test_tampered_signature_is_invalid_token(shield: Shield) -> None:
      {"iat": int(time.time()) + 3600}],
     ids=["expired", "wrong-issuer", "future-iat"],
 )  # fmt: skip
-def test_bad_tokens_are_invalid_token(shield: Shield, overrides: dict[str, Any]) -> None:
+def test_bad_tokens_are_invalid_token(
+    shield: Shield, overrides: dict[str, Any]
+) -> None:
     response = call(shield, "/items/1", headers=bearer(hs256(claims(**overrides))))
     assert response.status_code == 401
     assert 'error="invalid_token"' in challenge(response)
@@ -158,14 +162,19 @@ def test_admin_role_passes(shield: Shield) -> None:
     assert call(shield, "/admin/users", headers=bearer(token)).status_code == 200
 
 
-@pytest.mark.parametrize("path", ["//admin/users", "/items/../admin/users", "/./admin/x"])
+@pytest.mark.parametrize(
+    "path", ["//admin/users", "/items/../admin/users", "/./admin/x"]
+)
 def test_path_tricks_meet_admin_rule(shield: Shield, path: str) -> None:
     response = call(shield, path, headers=bearer(hs256(claims())))
     assert response.status_code == 403
 
 
 def test_cors_preflight_reaches_app(shield: Shield) -> None:
-    headers = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "DELETE"}
+    headers = {
+        "Origin": "https://app.example.com",
+        "Access-Control-Request-Method": "DELETE",
+    }
     response = call(shield, "/items/1", method="OPTIONS", headers=headers)
     assert response.status_code == 200
 
@@ -208,18 +217,24 @@ def test_query_token_only_where_allowed(shield: Shield) -> None:
 
 def test_query_and_header_token_together(shield: Shield) -> None:
     token = hs256(claims())
-    response = call(shield, "/download", query=f"access_token={token}", headers=bearer(token))
+    response = call(
+        shield, "/download", query=f"access_token={token}", headers=bearer(token)
+    )
     assert response.status_code == 400
 
 
 def test_repeated_query_token(shield: Shield) -> None:
     token = hs256(claims())
-    response = call(shield, "/download", query=f"access_token={token}&access_token={token}")
+    response = call(
+        shield, "/download", query=f"access_token={token}&access_token={token}"
+    )
     assert response.status_code == 400
 
 
 def test_huge_header_rejected_fast(shield: Shield) -> None:
-    response = call(shield, "/items/1", headers={"Authorization": "Bearer " + "a" * 5_000_000})
+    response = call(
+        shield, "/items/1", headers={"Authorization": "Bearer " + "a" * 5_000_000}
+    )
     assert response.status_code == 400
 
 
@@ -259,24 +274,32 @@ def test_cookie_token_with_csrf() -> None:
 def test_duplicate_cookie_counts_as_none() -> None:
     shield = Shield(app, policy(tokens={"cookie": "session"}))
     token = hs256(claims())
-    response = call(shield, "/items/1", headers={"Cookie": f"session={token}; session=x"})
+    response = call(
+        shield, "/items/1", headers={"Cookie": f"session={token}; session=x"}
+    )
     assert response.status_code == 401
 
 
 def test_identity_headers_replace_client_copies() -> None:
     shield = Shield(app, policy(identity_headers={"X-User-Id": "sub"}))
-    response = call(shield, "/items/1", headers={**bearer(hs256(claims())), "X-User-Id": "admin"})
+    response = call(
+        shield, "/items/1", headers={**bearer(hs256(claims())), "X-User-Id": "admin"}
+    )
     assert response.status_code == 200
     assert SEEN[-1]["HTTP_X_USER_ID"] == "user-1"
     call(shield, "/health", headers={"X-User-Id": "admin"})
     assert "HTTP_X_USER_ID" not in SEEN[-1]
 
 
-def test_event_has_fingerprint_not_token(shield: Shield, caplog: pytest.LogCaptureFixture) -> None:
+def test_event_has_fingerprint_not_token(
+    shield: Shield, caplog: pytest.LogCaptureFixture
+) -> None:
     token = hs256(claims(roles=[]))
     with caplog.at_level(logging.WARNING, logger="wsgishield.events.auth"):
         call(shield, "/admin/x", headers=bearer(token), remote_addr="192.0.2.77")
-    records = [record for record in caplog.records if record.name == "wsgishield.events.auth"]
+    records = [
+        record for record in caplog.records if record.name == "wsgishield.events.auth"
+    ]
     assert records
     event = records[-1].event  # type: ignore[attr-defined]
     assert event["event.reason"] == "missing-role"
@@ -287,7 +310,9 @@ def test_event_has_fingerprint_not_token(shield: Shield, caplog: pytest.LogCaptu
 
 def test_route_auth_without_auth_section() -> None:
     with pytest.raises(ConfigurationError) as caught:
-        Shield(app, {"routes": [{"id": "a", "path": "/a", "auth": {"roles_any": ["x"]}}]})
+        Shield(
+            app, {"routes": [{"id": "a", "path": "/a", "auth": {"roles_any": ["x"]}}]}
+        )
     assert caught.value.key == "routes[0].auth"
 
 

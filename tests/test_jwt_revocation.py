@@ -19,7 +19,9 @@ class Clock:
         return self.now
 
 
-def redis_store(server: RedisServer, clock: Clock, **options: Any) -> RedisRevocationStore:
+def redis_store(
+    server: RedisServer, clock: Clock, **options: Any
+) -> RedisRevocationStore:
     settings = RedisSettings(url=server.url, timeout_ms=200, key_prefix="test")
     return RedisRevocationStore(settings, sync_interval=1.0, clock=clock, **options)
 

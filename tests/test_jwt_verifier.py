@@ -83,7 +83,9 @@ def test_issuer_must_match_exactly(issuer: Any) -> None:
     ids=["iat-nbf-2s-ahead", "iat-hour-ahead", "nbf-45s-ahead", "nbf-29s-ahead",
          "exp-in-leeway", "exp-past-leeway", "lifetime-over-max"],
 )  # fmt: skip
-def test_time_claims_with_leeway(overrides: dict[str, Any], expected: str | None) -> None:
+def test_time_claims_with_leeway(
+    overrides: dict[str, Any], expected: str | None
+) -> None:
     token = hs256(claims(NOW, **overrides))
     verifier = hmac_verifier()
     if expected is None:
@@ -339,7 +341,8 @@ def _public(private: Any) -> Any:
 def test_asymmetric_algorithms(alg: str, private: Any) -> None:
     key = bind_public_key(_public(private), [alg], "k1", None)
     verifier = Verifier(
-        [Profile("main", ISSUER, algorithms=[alg], keys=StaticKeySet([key]))], clock=Clock()
+        [Profile("main", ISSUER, algorithms=[alg], keys=StaticKeySet([key]))],
+        clock=Clock(),
     )
     token = jwt.encode(claims(NOW), private, algorithm=alg, headers={"kid": "k1"})
     assert verifier.verify(token).subject == "user-1"
@@ -354,7 +357,8 @@ def test_algorithm_confusion_rejected() -> None:
     )
     key = bind_public_key(_public(private), ["RS256"], None, None)
     verifier = Verifier(
-        [Profile("main", ISSUER, algorithms=["RS256"], keys=StaticKeySet([key]))], clock=Clock()
+        [Profile("main", ISSUER, algorithms=["RS256"], keys=StaticKeySet([key]))],
+        clock=Clock(),
     )
     forged = raw_hs256('{"alg":"HS256"}', dumps(claims(NOW)), secret=pem.decode())
     assert reason(verifier, forged) == "algorithm-not-allowed"

@@ -149,7 +149,9 @@ class FlaskEndpointRules:
                         rule = candidate
                         break
             compiled[endpoint] = (
-                Requirement.from_policy(f"endpoint:{endpoint}", rule) if rule is not None else None
+                Requirement.from_policy(f"endpoint:{endpoint}", rule)
+                if rule is not None
+                else None
             )
         self._by_endpoint = compiled
         self._memo = {}
@@ -165,7 +167,9 @@ def install(
     section, since endpoint rules would then never be enforced.
     """
     shield = Shield(app.wsgi_app, policy)
-    layer = next((item for item in shield.layers if isinstance(item, AuthMiddleware)), None)
+    layer = next(
+        (item for item in shield.layers if isinstance(item, AuthMiddleware)), None
+    )
     if layer is None:
         raise ConfigurationError("auth", None, "endpoint rules need an auth section")
     layer.endpoint_rules = FlaskEndpointRules(app, endpoints)

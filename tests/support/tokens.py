@@ -48,7 +48,9 @@ def hs256(payload: dict[str, Any], secret: str = SECRET, **header: Any) -> str:
 def raw_hs256(header_json: str, payload_json: str, secret: str = SECRET) -> str:
     """Sign exact JSON texts, so tests can send duplicates, strings and oddities."""
     signing_input = f"{b64url(header_json.encode())}.{b64url(payload_json.encode())}"
-    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    signature = hmac.new(
+        secret.encode(), signing_input.encode(), hashlib.sha256
+    ).digest()
     return f"{signing_input}.{b64url(signature)}"
 
 

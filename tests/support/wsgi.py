@@ -9,7 +9,9 @@ from typing import Any
 
 
 class Response:
-    def __init__(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
+    def __init__(
+        self, status: str, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
         self.status = status
         self.status_code = int(status.split(" ", 1)[0])
         self.headers = headers
@@ -60,7 +62,9 @@ def call(
         env.update(environ)
     captured: dict[str, Any] = {}
 
-    def start_response(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+    def start_response(
+        status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Any:
         captured["status"] = status
         captured["headers"] = response_headers
         return lambda data: None

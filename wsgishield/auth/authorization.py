@@ -36,7 +36,9 @@ class ClaimPredicate:
         value = claim_at(claims, self.path)
         if value is None:
             return False
-        if self.has_equals and (value != self.equals or type(value) is not type(self.equals)):
+        if self.has_equals and (
+            value != self.equals or type(value) is not type(self.equals)
+        ):
             return False
         if self.one_of and (type(value) is not str or value not in self.one_of):
             return False

@@ -30,4 +30,6 @@ class KeysUnavailable(WsgiShieldError):
     def __init__(self, issuer: str, retry_after: int) -> None:
         self.issuer = issuer
         self.retry_after = retry_after
-        super().__init__(f"no usable key for issuer {issuer!r}; retry in {retry_after} s")
+        super().__init__(
+            f"no usable key for issuer {issuer!r}; retry in {retry_after} s"
+        )

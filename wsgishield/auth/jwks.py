@@ -29,12 +29,11 @@ import logging
 import math
 import os
 import re
-import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .. import events
@@ -80,10 +79,14 @@ def check_uri(uri: str, key: str = "jwks.uri") -> None:
         return
     if parts.scheme == "http" and _is_loopback(host):
         return
-    raise ConfigurationError(key, uri, "use https:// (http:// only for a loopback host)")
+    raise ConfigurationError(
+        key, uri, "use https:// (http:// only for a loopback host)"
+    )
 
 
-def fetch_jwks(uri: str, *, timeout: float, max_body_bytes: int) -> tuple[bytes, float | None]:
+def fetch_jwks(
+    uri: str, *, timeout: float, max_body_bytes: int
+) -> tuple[bytes, float | None]:
     """GET ``uri`` and return the body and the ``max-age`` in seconds, if any.
 
     Raises :class:`JwksError` on a status other than 200 (a redirect
@@ -111,8 +114,12 @@ def fetch_jwks(uri: str, *, timeout: float, max_body_bytes: int) -> tuple[bytes,
         if response.status != 200:
             raise JwksError(f"HTTP status {response.status}")
         length = response.getheader("Content-Length")
-        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-            raise JwksError(f"Content-Length {length[:20]!r} over {max_body_bytes} bytes")
+        if length is not None and (
+            not length.isdigit() or int(length) > max_body_bytes
+        ):
+            raise JwksError(
+                f"Content-Length {length[:20]!r} over {max_body_bytes} bytes"
+            )
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -126,7 +133,7 @@ def fetch_jwks(uri: str, *, timeout: float, max_body_bytes: int) -> tuple[bytes,
                 raise JwksError(f"body over {max_body_bytes} bytes")
             chunks.append(chunk)
         cache_control = response.getheader("Cache-Control") or ""
-    except (OSError, http.client.HTTPException, socket.timeout) as exc:
+    except (TimeoutError, OSError, http.client.HTTPException) as exc:
         raise JwksError(f"{type(exc).__name__}: {exc}") from exc
     finally:
         connection.close()
@@ -165,7 +172,9 @@ def parse_jwks(body: bytes, algorithms: Iterable[str], max_keys: int) -> list[Bo
         if entry.get("use", "sig") != "sig":
             continue
         operations = entry.get("key_ops")
-        if operations is not None and (type(operations) is not list or "verify" not in operations):
+        if operations is not None and (
+            type(operations) is not list or "verify" not in operations
+        ):
             continue
         try:
             keys.append(bind_jwk(entry, allowed))
@@ -318,7 +327,9 @@ class JwksKeySet:
             self._next_attempt = now + RETRY_SECONDS
             # Cached verifications keep passing until the next attempt, but
             # not past the point where the keys stop being usable.
-            self.refresh_at = min(max(self.refresh_at, self._next_attempt), self.usable_until)
+            self.refresh_at = min(
+                max(self.refresh_at, self._next_attempt), self.usable_until
+            )
             events.emit(
                 "auth",
                 "jwks-fetch-failed",

@@ -22,8 +22,8 @@ __all__ = [
     "ASYMMETRIC_ALGORITHMS",
     "HMAC_ALGORITHMS",
     "BoundKey",
-    "UnusableKeyError",
     "StaticKeySet",
+    "UnusableKeyError",
     "algorithm",
     "bind_hmac_secret",
     "bind_jwk",
@@ -35,10 +35,19 @@ __all__ = [
 HMAC_ALGORITHMS: Mapping[str, int] = {"HS256": 32, "HS384": 48, "HS512": 64}
 ASYMMETRIC_ALGORITHMS = frozenset(
     {
-        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-        "ES256", "ES384", "ES512", "ES256K", "EdDSA",
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        "ES256K",
+        "EdDSA",
     }
-)  # fmt: skip
+)
 
 #: Smallest RSA modulus accepted, in bits (NIST SP 800-131A).
 MIN_RSA_BITS = 2048
@@ -81,7 +90,9 @@ class BoundKey:
 def _algorithms_for(public_key: Any) -> frozenset[str]:
     if isinstance(public_key, rsa.RSAPublicKey):
         if public_key.key_size < MIN_RSA_BITS:
-            raise UnusableKeyError(f"RSA key of {public_key.key_size} bits, expected >= {MIN_RSA_BITS}")
+            raise UnusableKeyError(
+                f"RSA key of {public_key.key_size} bits, expected >= {MIN_RSA_BITS}"
+            )
         return _RSA
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         name = _EC_CURVES.get(public_key.curve.name)
@@ -127,7 +138,9 @@ def bind_jwk(jwk: Mapping[str, Any], allowed: Iterable[str]) -> BoundKey:
     kid = jwk.get("kid")
     if kid is not None and type(kid) is not str:
         raise UnusableKeyError("kid is not a string")
-    members = {name: jwk[name] for name in ("kty", "crv", "n", "e", "x", "y") if name in jwk}
+    members = {
+        name: jwk[name] for name in ("kty", "crv", "n", "e", "x", "y") if name in jwk
+    }
     try:
         public_key = PyJWK(members).key
     except (PyJWTError, ValueError, TypeError, KeyError) as exc:
@@ -141,16 +154,24 @@ def bind_jwk(jwk: Mapping[str, Any], allowed: Iterable[str]) -> BoundKey:
     return bind_public_key(public_key, allowed, kid, source)
 
 
-def bind_hmac_secret(secret: bytes, allowed: Iterable[str], kid: str | None) -> BoundKey:
+def bind_hmac_secret(
+    secret: bytes, allowed: Iterable[str], kid: str | None
+) -> BoundKey:
     """Bind an HMAC secret; it must be at least as long as each hash output."""
     allowed = frozenset(allowed)
     usable = allowed & HMAC_ALGORITHMS.keys()
     if not usable:
-        raise UnusableKeyError("an HMAC secret needs an HS256, HS384 or HS512 algorithm")
+        raise UnusableKeyError(
+            "an HMAC secret needs an HS256, HS384 or HS512 algorithm"
+        )
     shortest = max(HMAC_ALGORITHMS[name] for name in usable)
     if len(secret) < shortest:
-        raise UnusableKeyError(f"HMAC secret of {len(secret)} bytes, expected >= {shortest}")
-    return BoundKey(algorithm("HS256").prepare_key(secret), frozenset(usable), kid, None)
+        raise UnusableKeyError(
+            f"HMAC secret of {len(secret)} bytes, expected >= {shortest}"
+        )
+    return BoundKey(
+        algorithm("HS256").prepare_key(secret), frozenset(usable), kid, None
+    )
 
 
 class StaticKeySet:

@@ -32,7 +32,9 @@ __all__ = ["MemoryRevocationStore", "RedisRevocationStore", "RevocationStore"]
 class RevocationStore:
     """Revoked token ids and subject cut-offs, with a fast membership check."""
 
-    def __init__(self, *, max_entries: int = 1_000_000, retention: float = 86_400) -> None:
+    def __init__(
+        self, *, max_entries: int = 1_000_000, retention: float = 86_400
+    ) -> None:
         #: token id -> token expiry (unix seconds)
         self.token_ids: dict[str, float] = {}
         #: subject -> cut-off: tokens issued before it are revoked
@@ -78,7 +80,7 @@ class MemoryRevocationStore(RevocationStore):
         self.token_ids[token_id] = max(expires_at, self.token_ids.get(token_id, 0.0))
 
     def revoke_subject(self, subject: str, before: float | None = None) -> None:
-        """Revoke every token of ``subject`` issued before ``before`` (now by default)."""
+        """Revoke every token of ``subject`` issued before ``before`` (default: now)."""
         now = time.time()
         cutoff = now if before is None else before
         if len(self.cutoffs) >= self.max_entries:
@@ -132,7 +134,10 @@ class RedisRevocationStore(RevocationStore):
         return super().is_revoked(token_id, subject, issued_at, now)
 
     def sync(self) -> None:
-        """Reread the shared lists if their version changed; keep the old ones on failure."""
+        """Reread the shared lists if their version changed.
+
+        On a Redis failure the previous lists stay in force.
+        """
         # One thread syncs; the others keep checking against the snapshot.
         if not self._lock.acquire(blocking=False):
             return
@@ -143,7 +148,10 @@ class RedisRevocationStore(RevocationStore):
             events.emit(
                 "auth",
                 "revocation-sync-failed",
-                {"error.message": str(exc.__cause__ or exc), "event.outcome": "failure"},
+                {
+                    "error.message": str(exc.__cause__ or exc),
+                    "event.outcome": "failure",
+                },
                 level=logging.ERROR,
             )
         finally:
@@ -193,7 +201,7 @@ class RedisRevocationStore(RevocationStore):
         self.token_ids[token_id] = expires_at
 
     def revoke_subject(self, subject: str, before: float | None = None) -> None:
-        """Revoke every token of ``subject`` issued before ``before`` (now by default)."""
+        """Revoke every token of ``subject`` issued before ``before`` (default: now)."""
         cutoff = time.time() if before is None else before
         self._run("subject", subject, repr(float(cutoff)), str(int(self.retention)))
         self.cutoffs[subject] = max(cutoff, self.cutoffs.get(subject, 0.0))

@@ -97,6 +97,10 @@ def split_token(token: str) -> CompactToken:
         header = decode_json_object(_b64url_decode(header_segment))
         payload = decode_json_object(_b64url_decode(payload_segment))
     except ValueError as exc:
-        raise TokenError("malformed", "The token header or payload is not a JSON object.") from exc
+        raise TokenError(
+            "malformed", "The token header or payload is not a JSON object."
+        ) from exc
     signing_input = token[: match.end(2)].encode("ascii")
-    return CompactToken(header, payload, signing_input, _b64url_decode(signature_segment))
+    return CompactToken(
+        header, payload, signing_input, _b64url_decode(signature_segment)
+    )

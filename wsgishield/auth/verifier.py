@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from ..errors import ConfigurationError
-from .errors import KeysUnavailable, TokenError
+from .errors import TokenError
 from .keys import (
     ASYMMETRIC_ALGORITHMS,
     HMAC_ALGORITHMS,
@@ -178,7 +178,9 @@ class Profile:
         key: str = "auth.issuers",
     ) -> None:
         if not issuer:
-            raise ConfigurationError(f"{key}.issuer", issuer, "the issuer must not be empty")
+            raise ConfigurationError(
+                f"{key}.issuer", issuer, "the issuer must not be empty"
+            )
         names = list(algorithms)
         check_algorithms(names, f"{key}.algorithms")
         self.name = name
@@ -212,7 +214,9 @@ class Profile:
         if settings.jwks is not None:
             if settings.keys:
                 raise ConfigurationError(
-                    f"{key}.keys", len(settings.keys), "set either keys or jwks, not both"
+                    f"{key}.keys",
+                    len(settings.keys),
+                    "set either keys or jwks, not both",
                 )
             if settings.algorithms[0] in HMAC_ALGORITHMS:
                 raise ConfigurationError(
@@ -220,11 +224,11 @@ class Profile:
                 )
             from .jwks import JwksKeySet
 
-            keys = JwksKeySet.from_policy(settings.jwks, settings.algorithms, key=f"{key}.jwks")
-        else:
-            keys = StaticKeySet(
-                _load_static_keys(settings, key=key, environ=environ)
+            keys = JwksKeySet.from_policy(
+                settings.jwks, settings.algorithms, key=f"{key}.jwks"
             )
+        else:
+            keys = StaticKeySet(_load_static_keys(settings, key=key, environ=environ))
         return cls(
             name,
             settings.issuer,
@@ -302,11 +306,17 @@ def _load_static_keys(
                     jwk["kid"] = entry.kid
                 bound.append(bind_jwk(jwk, settings.algorithms))
             else:
-                pem = entry.pem.encode() if entry.pem is not None else _read(entry, entry_key)
+                pem = (
+                    entry.pem.encode()
+                    if entry.pem is not None
+                    else _read(entry, entry_key)
+                )
                 bound.append(bind_pem(pem, settings.algorithms, entry.kid))
         except UnusableKeyError as exc:
             # The message names the problem, never the secret.
-            raise ConfigurationError(f"{entry_key}.{sources[0]}", "(key)", str(exc)) from exc
+            raise ConfigurationError(
+                f"{entry_key}.{sources[0]}", "(key)", str(exc)
+            ) from exc
     return bound
 
 
@@ -370,7 +380,11 @@ class Verifier:
         identity, keys, generation = self._verify(token, now)
         self._check_revocation(identity, now)
         # A token inside the leeway after its exp passes, but is not cached.
-        if self.cache_size and identity.expires_at is not None and now < identity.expires_at:
+        if (
+            self.cache_size
+            and identity.expires_at is not None
+            and now < identity.expires_at
+        ):
             if len(self._cache) >= self.cache_size:
                 # Evict the oldest entry. Another thread may evict it
                 # first, which is harmless.
@@ -402,9 +416,13 @@ class Verifier:
 
         alg = header.get("alg")
         if type(alg) is not str or alg not in profile.algorithms:
-            raise _reject("algorithm-not-allowed", "The token algorithm is not accepted.")
+            raise _reject(
+                "algorithm-not-allowed", "The token algorithm is not accepted."
+            )
         if "crit" in header:
-            raise _reject("unsupported-crit", "The token requires an unsupported extension.")
+            raise _reject(
+                "unsupported-crit", "The token requires an unsupported extension."
+            )
         self._check_type(header, profile)
         kid = header.get("kid")
         if kid is not None and (type(kid) is not str or len(kid) > MAX_KID_LENGTH):
@@ -415,7 +433,9 @@ class Verifier:
         generation = keys.generation
         if key is None:
             raise _reject("unknown-key", "The token signing key is unknown.")
-        if not profile.algorithms[alg].verify(parts.signing_input, key.key, parts.signature):
+        if not profile.algorithms[alg].verify(
+            parts.signing_input, key.key, parts.signature
+        ):
             raise _reject("bad-signature", "The token signature is invalid.")
 
         return self._identity(token, payload, profile, now), keys, generation
@@ -451,7 +471,10 @@ class Verifier:
         if issued_at is not None:
             if issued_at > now + leeway:
                 raise _reject("issued-in-future", "The token was issued in the future.")
-            if profile.max_age is not None and now - issued_at > profile.max_age + leeway:
+            if (
+                profile.max_age is not None
+                and now - issued_at > profile.max_age + leeway
+            ):
                 raise _reject("too-old", "The token is too old.")
         if expires_at is not None:
             start = issued_at if issued_at is not None else now
@@ -462,7 +485,9 @@ class Verifier:
 
         subject = payload.get("sub", "")
         token_id = payload.get("jti")
-        if type(subject) is not str or (token_id is not None and type(token_id) is not str):
+        if type(subject) is not str or (
+            token_id is not None and type(token_id) is not str
+        ):
             raise _reject("invalid-claim", "The sub or jti claim is not a string.")
 
         scopes = _string_set(payload.get("scope"))
@@ -491,7 +516,8 @@ class Verifier:
             if audience in profile.audiences:
                 return
         elif type(audience) is list:
-            if any(type(item) is str and item in profile.audiences for item in audience):
+            if any(
+                type(item) is str and item in profile.audiences for item in audience
+            ):
                 return
         raise _reject("wrong-audience", "The token audience is not accepted.")
-

@@ -46,7 +46,11 @@ from .. import context, events
 from ..auth.authorization import Requirement
 from ..auth.credentials import parse_authorization, parse_cookie
 from ..auth.errors import KeysUnavailable, TokenError
-from ..auth.revocation import MemoryRevocationStore, RedisRevocationStore, RevocationStore
+from ..auth.revocation import (
+    MemoryRevocationStore,
+    RedisRevocationStore,
+    RevocationStore,
+)
 from ..auth.verifier import Identity, Profile, Verifier, claim_at, fingerprint
 from ..errors import ConfigurationError
 from ..problem import PROBLEM_TYPE_BASE, Problem
@@ -65,7 +69,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _MALFORMED_DETAILS: Mapping[str, str] = {
     "malformed-bearer": "The Authorization header is not Bearer followed by one token.",
-    "multiple-credentials": "The Authorization header carries more than one credential.",
+    "multiple-credentials": "The Authorization header has more than one credential.",
     "multiple-tokens": "The request carries a token in more than one place.",
     "too-large": "The token is too large.",
 }
@@ -100,7 +104,9 @@ class AuthMiddleware:
         problem_type_base: str = PROBLEM_TYPE_BASE,
     ) -> None:
         if '"' in realm or "\\" in realm:
-            raise ConfigurationError("auth.realm", realm, "quotes and backslashes are not allowed")
+            raise ConfigurationError(
+                "auth.realm", realm, "quotes and backslashes are not allowed"
+            )
         self.app = app
         self.verifier = verifier
         self.revocation: RevocationStore | None = verifier.revocation
@@ -132,17 +138,31 @@ class AuthMiddleware:
             problem_type_base,
         )
         self._uncovered = Problem(
-            403, "forbidden", "Forbidden", "No rule allows this route.", (), problem_type_base
+            403,
+            "forbidden",
+            "Forbidden",
+            "No rule allows this route.",
+            (),
+            problem_type_base,
         )
         self._csrf_failed = Problem(
-            403, "csrf-failed", "CSRF check failed",
-            "The CSRF header does not match the CSRF cookie.", (), problem_type_base,
-        )  # fmt: skip
+            403,
+            "csrf-failed",
+            "CSRF check failed",
+            "The CSRF header does not match the CSRF cookie.",
+            (),
+            problem_type_base,
+        )
         self._malformed = {
-            reason: self._challenge_problem(400, "invalid-request", "Malformed credentials",
-                                            "invalid_request", detail)
+            reason: self._challenge_problem(
+                400,
+                "invalid-request",
+                "Malformed credentials",
+                "invalid_request",
+                detail,
+            )
             for reason, detail in _MALFORMED_DETAILS.items()
-        }  # fmt: skip
+        }
         # Built on first use per reason or per (rule, reason): both sets are
         # fixed by the code and the policy, not by clients.
         self._invalid_token: dict[str, Problem] = {}
@@ -158,13 +178,20 @@ class AuthMiddleware:
             for index, rule in enumerate(policy.routes):
                 if rule.auth is not None:
                     raise ConfigurationError(
-                        f"routes[{index}].auth", rule.id, "route auth needs an auth section"
+                        f"routes[{index}].auth",
+                        rule.id,
+                        "route auth needs an auth section",
                     )
             return None
         if not settings.issuers:
-            raise ConfigurationError("auth.issuers", {}, "at least one issuer is required")
+            raise ConfigurationError(
+                "auth.issuers", {}, "at least one issuer is required"
+            )
 
-        profiles = [Profile.from_policy(name, issuer) for name, issuer in settings.issuers.items()]
+        profiles = [
+            Profile.from_policy(name, issuer)
+            for name, issuer in settings.issuers.items()
+        ]
         requirements: dict[str, Requirement] = {}
         for index, rule in enumerate(policy.routes):
             if rule.auth is None:
@@ -172,7 +199,9 @@ class AuthMiddleware:
             for name in rule.auth.issuers:
                 if name not in settings.issuers:
                     raise ConfigurationError(
-                        f"routes[{index}].auth.issuers", name, "no issuer profile has this name"
+                        f"routes[{index}].auth.issuers",
+                        name,
+                        "no issuer profile has this name",
                     )
             requirements[rule.id] = Requirement.from_policy(rule.id, rule.auth)
 
@@ -210,7 +239,9 @@ class AuthMiddleware:
 
         requirements = self._requirements(environ)
         if requirements is None and self.deny_uncovered:
-            return self._reject(environ, start_response, self._uncovered, "uncovered-route", None)
+            return self._reject(
+                environ, start_response, self._uncovered, "uncovered-route", None
+            )
         if not requirements:
             return self.app(environ, start_response)
         rule = requirements[0]
@@ -228,17 +259,25 @@ class AuthMiddleware:
         if kind == "absent":
             if all(requirement.optional for requirement in requirements):
                 return self.app(environ, start_response)
-            return self._reject(environ, start_response, self._unauthorized, "missing-token", rule)
+            return self._reject(
+                environ, start_response, self._unauthorized, "missing-token", rule
+            )
         if kind == "malformed":
-            return self._reject(environ, start_response, self._malformed[token], token, rule)
+            return self._reject(
+                environ, start_response, self._malformed[token], token, rule
+            )
         if kind == "csrf":
-            return self._reject(environ, start_response, self._csrf_failed, "csrf-failed", rule)
+            return self._reject(
+                environ, start_response, self._csrf_failed, "csrf-failed", rule
+            )
 
         try:
             identity = self.verifier.verify(token)
         except TokenError as exc:
             problem = self._invalid_token_problem(exc.reason, exc.description)
-            return self._reject(environ, start_response, problem, exc.reason, rule, token)
+            return self._reject(
+                environ, start_response, problem, exc.reason, rule, token
+            )
         except KeysUnavailable as exc:
             return self._unavailable_response(environ, start_response, exc, rule, token)
 
@@ -247,7 +286,13 @@ class AuthMiddleware:
             if reason is not None:
                 problem = self._authorization_problem(requirement, reason)
                 return self._reject(
-                    environ, start_response, problem, reason, requirement, token, identity
+                    environ,
+                    start_response,
+                    problem,
+                    reason,
+                    requirement,
+                    token,
+                    identity,
                 )
 
         environ[context.IDENTITY] = identity
@@ -314,9 +359,15 @@ class AuthMiddleware:
             header = environ.get("HTTP_COOKIE")
             value = parse_cookie(header, self.cookie) if header else None
             if value:
-                if self.csrf and environ.get("REQUEST_METHOD", "GET") not in SAFE_METHODS:
-                    if not self._csrf_matches(environ, header or ""):
-                        return ("csrf", "")
+                # Browsers attach cookies to cross-site requests, so an
+                # unsafe method must prove it can read the CSRF cookie.
+                unsafe = environ.get("REQUEST_METHOD", "GET") not in SAFE_METHODS
+                if (
+                    self.csrf
+                    and unsafe
+                    and not self._csrf_matches(environ, header or "")
+                ):
+                    return ("csrf", "")
                 return ("token", value)
         return (kind, token)
 
@@ -332,7 +383,9 @@ class AuthMiddleware:
         tokens = [value for name, value in pairs if name == self.query_parameter]
         if not tokens:
             return None
-        remaining = urlencode([(name, value) for name, value in pairs if name != self.query_parameter])
+        remaining = urlencode(
+            [(name, value) for name, value in pairs if name != self.query_parameter]
+        )
         environ["QUERY_STRING"] = remaining
         for key in ("RAW_URI", "REQUEST_URI"):
             if key in environ:
@@ -347,7 +400,9 @@ class AuthMiddleware:
             return False
         return hmac.compare_digest(expected.encode(), sent.encode())
 
-    def _set_identity_headers(self, environ: WSGIEnvironment, identity: Identity) -> None:
+    def _set_identity_headers(
+        self, environ: WSGIEnvironment, identity: Identity
+    ) -> None:
         for key, path in self.identity_headers.items():
             value = claim_at(identity.claims, path)
             if type(value) is list:
@@ -362,13 +417,24 @@ class AuthMiddleware:
     # -- responses ------------------------------------------------------------
 
     def _challenge_problem(
-        self, status: int, slug: str, title: str, error: str, detail: str, scope: str = ""
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        error: str,
+        detail: str,
+        scope: str = "",
     ) -> Problem:
         challenge = f'{self._challenge}, error="{error}", error_description="{detail}"'
         if scope:
             challenge += f', scope="{scope}"'
         return Problem(
-            status, slug, title, detail, [("WWW-Authenticate", challenge)], self.problem_type_base
+            status,
+            slug,
+            title,
+            detail,
+            [("WWW-Authenticate", challenge)],
+            self.problem_type_base,
         )
 
     def _invalid_token_problem(self, reason: str, description: str) -> Problem:
@@ -386,15 +452,21 @@ class AuthMiddleware:
         if problem is None:
             if reason == "issuer-not-accepted":
                 problem = self._challenge_problem(
-                    401, "invalid-token", "Invalid token", "invalid_token",
+                    401,
+                    "invalid-token",
+                    "Invalid token",
+                    "invalid_token",
                     "The token issuer is not accepted on this route.",
-                )  # fmt: skip
+                )
             else:
                 problem = self._challenge_problem(
-                    403, "insufficient-scope", "Insufficient scope", "insufficient_scope",
+                    403,
+                    "insufficient-scope",
+                    "Insufficient scope",
+                    "insufficient_scope",
                     "The token lacks a role, scope or claim this route requires.",
                     requirement.required_scope(reason),
-                )  # fmt: skip
+                )
             self._forbidden[key] = problem
         return problem
 
@@ -418,8 +490,18 @@ class AuthMiddleware:
             )
             if len(self._unavailable) < 64:
                 self._unavailable[error.retry_after] = problem
-        context.record_decision(environ, "auth", "unavailable", "keys-unavailable", rule.rule_id)
-        self._emit(environ, "auth-unavailable", "keys-unavailable", rule, token, None, logging.ERROR)
+        context.record_decision(
+            environ, "auth", "unavailable", "keys-unavailable", rule.rule_id
+        )
+        self._emit(
+            environ,
+            "auth-unavailable",
+            "keys-unavailable",
+            rule,
+            token,
+            None,
+            logging.ERROR,
+        )
         return problem(environ, start_response)
 
     def _reject(
@@ -434,7 +516,9 @@ class AuthMiddleware:
     ) -> Iterable[bytes]:
         rule_id = rule.rule_id if rule is not None else None
         context.record_decision(environ, "auth", "auth-failed", reason, rule_id)
-        self._emit(environ, "auth-failed", reason, rule, token, identity, logging.WARNING)
+        self._emit(
+            environ, "auth-failed", reason, rule, token, identity, logging.WARNING
+        )
         return problem(environ, start_response)
 
     @staticmethod
