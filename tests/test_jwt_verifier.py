@@ -297,7 +297,7 @@ def test_cache_is_bounded() -> None:
     verifier = Verifier(hmac_verifier().profiles, cache_size=3, clock=Clock())
     for index in range(10):
         verifier.verify(hs256(claims(NOW, jti=f"t{index}")))
-    assert len(verifier._cache) == 3
+    assert len(verifier.cache) == 3
 
 
 def test_revocation_applies_to_cached_token() -> None:

@@ -14,6 +14,7 @@ is logged; revocations made during the outage apply once Redis answers.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from importlib import resources
@@ -42,6 +43,11 @@ class RevocationStore:
         self.max_entries = max_entries
         #: How long a subject cut-off matters: the longest token lifetime.
         self.retention = retention
+        #: Wall-clock time of the next :meth:`sync`; never for a local store.
+        self.next_sync = math.inf
+
+    def sync(self, now: float) -> None:
+        """Bring the lists up to date with a shared store; nothing to do here."""
 
     def is_revoked(
         self, token_id: str | None, subject: str, issued_at: float | None, now: float
@@ -99,13 +105,11 @@ class RedisRevocationStore(RevocationStore):
         max_entries: int = 1_000_000,
         retention: float = 86_400,
         client: Any = None,
-        clock: Any = time.monotonic,
     ) -> None:
         super().__init__(max_entries=max_entries, retention=retention)
         self.settings = settings
         self.sync_interval = sync_interval
         self._client = client
-        self._clock = clock
         prefix = settings.key_prefix
         self.keys = [
             hash_tagged(prefix, "revocation", "jti"),
@@ -117,7 +121,7 @@ class RedisRevocationStore(RevocationStore):
         )
         self._script_sha: str | None = None
         self._version: bytes | None = None
-        self._next_sync = 0.0
+        self.next_sync = 0.0
         self._lock = threading.Lock()
 
     @property
@@ -129,29 +133,27 @@ class RedisRevocationStore(RevocationStore):
     def is_revoked(
         self, token_id: str | None, subject: str, issued_at: float | None, now: float
     ) -> bool:
-        if self._clock() >= self._next_sync:
-            self.sync()
+        if now >= self.next_sync:
+            self.sync(now)
         return super().is_revoked(token_id, subject, issued_at, now)
 
-    def sync(self) -> None:
+    def sync(self, now: float) -> None:
         """Reread the shared lists if their version changed.
 
-        On a Redis failure the previous lists stay in force.
+        On a Redis failure the previous lists stay in force until the next
+        attempt, one interval later.
         """
         # One thread syncs; the others keep checking against the snapshot.
         if not self._lock.acquire(blocking=False):
             return
         try:
-            self._next_sync = self._clock() + self.sync_interval
+            self.next_sync = now + self.sync_interval
             self._sync()
         except StoreError as exc:
             events.emit(
                 "auth",
                 "revocation-sync-failed",
-                {
-                    "error.message": str(exc.__cause__ or exc),
-                    "event.outcome": "failure",
-                },
+                {"error.message": str(exc.__cause__ or exc), "event.outcome": "failure"},
                 level=logging.ERROR,
             )
         finally:

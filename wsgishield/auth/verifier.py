@@ -358,7 +358,9 @@ class Verifier:
         self.cache_size = cache_size
         self.revocation = revocation
         self.clock = clock
-        self._cache: dict[str, tuple[Identity, KeySource, int]] = {}
+        #: Verified tokens: token -> (identity, key source, key generation).
+        #: Only tokens that passed the strict grammar are keys.
+        self.cache: dict[str, tuple[Identity, KeySource, int]] = {}
 
     def verify(self, token: str) -> Identity:
         """Return the identity in ``token`` or raise.
@@ -367,7 +369,7 @@ class Verifier:
         and :class:`KeysUnavailable` when no key can be had (503).
         """
         now = self.clock()
-        entry = self._cache.get(token)
+        entry = self.cache.get(token)
         if entry is not None:
             identity, keys, generation = entry
             if now < identity.expires_at and generation == keys.generation:  # type: ignore[operator]
@@ -375,7 +377,7 @@ class Verifier:
                     keys.maintain(now)
                 self._check_revocation(identity, now)
                 return identity
-            self._cache.pop(token, None)
+            self.cache.pop(token, None)
 
         identity, keys, generation = self._verify(token, now)
         self._check_revocation(identity, now)
@@ -385,19 +387,27 @@ class Verifier:
             and identity.expires_at is not None
             and now < identity.expires_at
         ):
-            if len(self._cache) >= self.cache_size:
+            if len(self.cache) >= self.cache_size:
                 # Evict the oldest entry. Another thread may evict it
                 # first, which is harmless.
                 try:
-                    del self._cache[next(iter(self._cache))]
+                    del self.cache[next(iter(self.cache))]
                 except (KeyError, RuntimeError, StopIteration):
                     pass
-            self._cache[token] = (identity, keys, generation)
+            self.cache[token] = (identity, keys, generation)
         return identity
 
     def _check_revocation(self, identity: Identity, now: float) -> None:
         revocation = self.revocation
-        if revocation is not None and revocation.is_revoked(
+        if revocation is None:
+            return
+        if now >= revocation.next_sync:
+            revocation.sync(now)
+        # Two dict probes settle the common case of a token never revoked.
+        if (
+            identity.token_id in revocation.token_ids
+            or identity.subject in revocation.cutoffs
+        ) and revocation.is_revoked(
             identity.token_id, identity.subject, identity.issued_at, now
         ):
             raise _reject("revoked", "The token has been revoked.")

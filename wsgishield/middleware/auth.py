@@ -109,8 +109,16 @@ class AuthMiddleware:
             )
         self.app = app
         self.verifier = verifier
+        self._verified = verifier.cache
         self.revocation: RevocationStore | None = verifier.revocation
         self.requirements = dict(requirements)
+        self._route_rules = {
+            rule_id: _Rules((requirement,))
+            for rule_id, requirement in requirements.items()
+        }
+        self._combinations: dict[tuple[str, str], _Rules] = {}
+        # "Bearer " and a little whitespace around a maximum-size token.
+        self.max_header_length = verifier.max_token_bytes + 64
         self.routes = routes
         self.header = header
         self.cookie = cookie
@@ -235,16 +243,22 @@ class AuthMiddleware:
         if self.identity_headers:
             for key in self.identity_headers:
                 environ.pop(key, None)
-        environ[context.IDENTITY] = None
+        environ[_IDENTITY] = None
 
-        requirements = self._requirements(environ)
-        if requirements is None and self.deny_uncovered:
-            return self._reject(
-                environ, start_response, self._uncovered, "uncovered-route", None
-            )
-        if not requirements:
+        route = environ.get(_ROUTE, _UNMATCHED)
+        if route is _UNMATCHED or self.endpoint_rules is not None:
+            rules = self._rules_for(environ, route)
+        else:
+            rules = self._route_rules.get(route.id) if route is not None else None
+        if rules is None:
+            if self.deny_uncovered:
+                return self._reject(
+                    environ, start_response, self._uncovered, "uncovered-route", None
+                )
             return self.app(environ, start_response)
-        rule = requirements[0]
+        rule = rules.first
+        if rule is None:
+            return self.app(environ, start_response)
 
         if (
             environ.get("REQUEST_METHOD") == "OPTIONS"
@@ -255,21 +269,22 @@ class AuthMiddleware:
             # CORS-preflight request), so the app's CORS handler answers it.
             return self.app(environ, start_response)
 
-        kind, token = self._find_token(environ, requirements)
-        if kind == "absent":
-            if all(requirement.optional for requirement in requirements):
-                return self.app(environ, start_response)
-            return self._reject(
-                environ, start_response, self._unauthorized, "missing-token", rule
-            )
-        if kind == "malformed":
-            return self._reject(
-                environ, start_response, self._malformed[token], token, rule
-            )
-        if kind == "csrf":
-            return self._reject(
-                environ, start_response, self._csrf_failed, "csrf-failed", rule
-            )
+        # A header token already in the verified cache passed the strict
+        # grammar, so the common case skips parsing.
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        # The length guard keeps a huge header from being copied and hashed.
+        token = header[7:] if len(header) <= self.max_header_length else ""
+        if (
+            not header.startswith("Bearer ")
+            or token not in self._verified
+            or rules.allow_query_token
+            or not self.header
+        ):
+            kind, token = self._find_token(environ, rules.allow_query_token)
+            if kind != "token":
+                return self._reject_credentials(
+                    environ, start_response, kind, token, rules
+                )
 
         try:
             identity = self.verifier.verify(token)
@@ -281,7 +296,7 @@ class AuthMiddleware:
         except KeysUnavailable as exc:
             return self._unavailable_response(environ, start_response, exc, rule, token)
 
-        for requirement in requirements:
+        for requirement in rules.requirements:
             reason = requirement.check(identity)
             if reason is not None:
                 problem = self._authorization_problem(requirement, reason)
@@ -295,58 +310,80 @@ class AuthMiddleware:
                     identity,
                 )
 
-        environ[context.IDENTITY] = identity
+        environ[_IDENTITY] = identity
         if self.identity_headers:
             self._set_identity_headers(environ, identity)
         return self.app(environ, start_response)
 
-    # -- finding the rule and the token -------------------------------------
+    # -- finding the rules and the token ------------------------------------
 
-    def _requirements(self, environ: WSGIEnvironment) -> tuple[Requirement, ...] | None:
-        """Return the requirements that apply, public ones left out.
+    def _rules_for(self, environ: WSGIEnvironment, route: Any) -> _Rules | None:
+        """Return the rules that apply, or ``None`` when no rule covers the request.
 
-        Returns ``None`` when no rule covers the request at all.
+        ``route`` is the route layer's match, or ``_UNMATCHED`` when this
+        middleware runs without it and matches the path itself.
         """
-        if context.ROUTE in environ:
-            route = environ[context.ROUTE]
-        elif self.routes is not None:
-            route = self.routes.match(
-                environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
-            )
-        else:
+        if route is _UNMATCHED:
             route = None
-        found: list[Requirement] = []
-        covered = False
-        if route is not None:
-            requirement = self.requirements.get(route.id)
-            if requirement is not None:
-                covered = True
-                if not requirement.public:
-                    found.append(requirement)
-        if self.endpoint_rules is not None:
-            requirement = self.endpoint_rules(environ)
-            if requirement is not None:
-                covered = True
-                if not requirement.public:
-                    found.append(requirement)
-        if not covered:
-            return None
-        return tuple(found)
+            if self.routes is not None:
+                route = self.routes.match(
+                    environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
+                )
+        rules = self._route_rules.get(route.id) if route is not None else None
+        if self.endpoint_rules is None:
+            return rules
+        endpoint = self.endpoint_rules(environ)
+        if endpoint is None:
+            return rules
+        return self._combined(rules, endpoint)
+
+    def _combined(self, rules: _Rules | None, endpoint: Requirement) -> _Rules:
+        key = (rules.key if rules is not None else "", endpoint.rule_id)
+        found = self._combinations.get(key)
+        if found is None:
+            found = _Rules((*(rules.all if rules is not None else ()), endpoint))
+            # Keys come from policy and view rule ids, so the table stays small.
+            self._combinations[key] = found
+        return found
+
+    def _reject_credentials(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        kind: str,
+        detail: str,
+        rules: _Rules,
+    ) -> Iterable[bytes]:
+        rule = rules.first
+        if kind == "absent":
+            if rules.optional:
+                return self.app(environ, start_response)
+            return self._reject(
+                environ, start_response, self._unauthorized, "missing-token", rule
+            )
+        if kind == "csrf":
+            return self._reject(
+                environ, start_response, self._csrf_failed, "csrf-failed", rule
+            )
+        problem = self._malformed[detail]
+        return self._reject(environ, start_response, problem, detail, rule)
 
     def _find_token(
-        self, environ: WSGIEnvironment, requirements: tuple[Requirement, ...]
+        self, environ: WSGIEnvironment, allow_query_token: bool
     ) -> tuple[str, str]:
+        """Return ``(kind, value)``: a token, ``absent``, ``malformed`` with the
+        reason, or ``csrf`` for a cookie token that failed the CSRF check."""
         kind, token = "absent", ""
         if self.header:
             value = environ.get("HTTP_AUTHORIZATION")
             if value is not None:
-                if len(value) > self.verifier.max_token_bytes + 64:
+                if len(value) > self.max_header_length:
                     return ("malformed", "too-large")
                 kind, token = parse_authorization(value)
                 if kind == "malformed":
                     return (kind, token)
 
-        if all(requirement.allow_query_token for requirement in requirements):
+        if allow_query_token:
             found = self._take_query_token(environ)
             if found is not None:
                 if kind == "token" or found == "":
@@ -546,6 +583,29 @@ class AuthMiddleware:
         if identity is not None:
             fields["user.id"] = identity.subject
         events.emit("auth", action, fields, client=client, level=level)
+
+
+_UNMATCHED = object()
+# Module constants: the request path reads them without an attribute lookup.
+_IDENTITY = context.IDENTITY
+_ROUTE = context.ROUTE
+
+
+class _Rules:
+    """The requirements that apply to one request, with their shared flags."""
+
+    __slots__ = ("all", "allow_query_token", "first", "key", "optional", "requirements")
+
+    def __init__(self, requirements: tuple[Requirement, ...]) -> None:
+        self.all = requirements
+        #: The requirements to check; public ones demand nothing.
+        self.requirements = tuple(item for item in requirements if not item.public)
+        self.first = self.requirements[0] if self.requirements else None
+        self.key = "+".join(item.rule_id for item in requirements)
+        self.optional = all(item.optional for item in self.requirements)
+        self.allow_query_token = bool(self.requirements) and all(
+            item.allow_query_token for item in self.requirements
+        )
 
 
 def _revocation_store(policy: Policy, profiles: list[Profile]) -> RevocationStore:
