@@ -132,7 +132,7 @@ class FlaskEndpointRules:
                 endpoint, _arguments = adapter.match(path_info=path, method=method)
                 return str(endpoint)
             except RequestRedirect as redirect:
-                # Flask answers with a redirect (a missing trailing slash);
+                # Flask responds with a redirect (a missing trailing slash);
                 # the rule of the target applies.
                 path = normalize_path(urlsplit(redirect.new_url).path)
             except HTTPException:

@@ -1,8 +1,8 @@
 """Verification keys bound to the algorithms they may verify.
 
 Every key is bound at load time to the ``alg`` values its type allows, so a
-token cannot pick an algorithm its key was not meant for: an RSA public key
-is never used as an HMAC secret (the classic algorithm-confusion attack),
+token cannot pick an algorithm its key was not meant for. An RSA public key
+is therefore never used as an HMAC secret (the algorithm-confusion attack),
 and a P-256 key only verifies ES256. Signatures are checked by PyJWT's
 algorithm objects on top of ``cryptography``.
 """
@@ -83,7 +83,7 @@ class BoundKey:
         self.algorithms = algorithms
         self.kid = kid
         #: What the key was built from, compared to tell whether a refreshed
-        #: key set still holds this key.
+        #: key set still contains this key.
         self.source = source
 
 

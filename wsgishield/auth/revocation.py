@@ -1,6 +1,6 @@
 """Token revocation: by ``jti``, or every token of a subject issued before T.
 
-Two stores share one interface. :class:`MemoryRevocationStore` holds one
+Two stores share one interface. :class:`MemoryRevocationStore` serves one
 process. :class:`RedisRevocationStore` writes to Redis and keeps a snapshot in
 each worker that it rereads when a version counter changes, checked at most
 once per ``sync_interval`` on the request path (no thread). A revocation is

@@ -8,8 +8,9 @@ The verifier accepts a token only when every one of these holds:
   issuer profile; a list, a prefix or a look-alike selects nothing;
 - ``alg`` is in that profile's allowlist and matches the key's type;
 - the header has no ``crit`` member, because no extension is understood
-  (RFC 7515, section 4.1.11); ``jku``, ``x5u``, ``jwk`` and ``x5c`` are never
-  followed, and ``kid`` is only a lookup key;
+  (RFC 7515, section 4.1.11);
+- ``jku``, ``x5u``, ``jwk`` and ``x5c`` are never followed, and ``kid`` is
+  only a lookup key;
 - ``typ``, when present (or required), is an accepted type;
 - the signature verifies;
 - the required claims are present; ``exp``, ``nbf`` and ``iat`` are JSON
@@ -220,7 +221,7 @@ class Profile:
                 )
             if settings.algorithms[0] in HMAC_ALGORITHMS:
                 raise ConfigurationError(
-                    f"{key}.jwks", settings.jwks.uri, "a JWKS holds public keys only"
+                    f"{key}.jwks", settings.jwks.uri, "an HMAC profile cannot use a JWKS, which contains public keys only"
                 )
             from .jwks import JwksKeySet
 
@@ -268,7 +269,7 @@ def _load_static_keys(
     settings: IssuerProfile, *, key: str, environ: Mapping[str, str]
 ) -> list[BoundKey]:
     if not settings.keys:
-        raise ConfigurationError(f"{key}.keys", [], "set keys or jwks")
+        raise ConfigurationError(f"{key}.keys", [], "missing: set keys or jwks")
     hmac = settings.algorithms[0] in HMAC_ALGORITHMS
     bound: list[BoundKey] = []
     for index, entry in enumerate(settings.keys):
