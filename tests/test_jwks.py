@@ -14,6 +14,7 @@ from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 from tests.support.jwks_server import JwksServer
 from tests.support.tokens import ISSUER, claims
 from tests.support.wsgi import call
+from wsgishield import Shield
 from wsgishield.auth import JwksKeySet, KeysUnavailable, Profile, TokenError, Verifier
 from wsgishield.auth.authorization import Requirement
 from wsgishield.auth.jwks import JwksError, fetch_jwks, parse_jwks
@@ -65,7 +66,7 @@ def test_verifies_with_fetched_key(server: JwksServer) -> None:
     private, jwk = ed_key("k1")
     server.keys = [jwk]
     clock = Clock()
-    keys, verifier = make(server, clock)
+    _, verifier = make(server, clock)
     assert verifier.verify(token(private, "k1", clock)).subject == "user-1"
     assert server.requests == 1
 
@@ -84,7 +85,7 @@ def test_unknown_kid_flood_costs_one_fetch(server: JwksServer) -> None:
     private, jwk = ed_key("k1")
     server.keys = [jwk]
     clock = Clock()
-    keys, verifier = make(server, clock, unknown_kid_cooldown=30)
+    _, verifier = make(server, clock, unknown_kid_cooldown=30)
     verifier.verify(token(private, "k1", clock))
     for index in range(200):
         with pytest.raises(TokenError) as caught:
@@ -109,7 +110,7 @@ def test_removed_key_stops_verifying_cached_token(server: JwksServer) -> None:
     other_private, other_jwk = ed_key("k2")
     server.keys = [jwk, other_jwk]
     clock = Clock()
-    keys, verifier = make(server, clock)
+    _, verifier = make(server, clock)
     cached = token(private, "k1", clock)
     verifier.verify(cached)
     server.keys = [other_jwk]
@@ -148,7 +149,7 @@ def test_stale_keys_served_during_outage(server: JwksServer) -> None:
     private, jwk = ed_key("k1")
     server.keys = [jwk]
     clock = Clock()
-    keys, verifier = make(server, clock, refresh_seconds=60, max_stale=3600)
+    _, verifier = make(server, clock, refresh_seconds=60, max_stale=3600)
     verifier.verify(token(private, "k1", clock))
     server.status = 500
     clock.now += 600
@@ -159,7 +160,7 @@ def test_outage_without_usable_key_raises_unavailable(server: JwksServer) -> Non
     server.status = 503
     clock = Clock()
     private, _ = ed_key("k1")
-    keys, verifier = make(server, clock)
+    _, verifier = make(server, clock)
     with pytest.raises(KeysUnavailable) as caught:
         verifier.verify(token(private, "k1", clock))
     assert caught.value.retry_after >= 1
@@ -173,7 +174,7 @@ def test_outage_past_staleness_answers_503(server: JwksServer) -> None:
     private, jwk = ed_key("k1")
     server.keys = [jwk]
     clock = Clock()
-    keys, verifier = make(server, clock, refresh_seconds=60, max_stale=120)
+    _, verifier = make(server, clock, refresh_seconds=60, max_stale=120)
     cached = token(private, "k1", clock, exp=int(clock.now) + 3600)
     verifier.verify(cached)
     server.status = 500
@@ -256,3 +257,60 @@ def test_no_thread_in_constructor(server: JwksServer) -> None:
     JwksKeySet(server.uri, algorithms=["EdDSA"])
     assert threading.active_count() == before
     assert server.requests == 0
+
+
+def ok_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [])
+    return [b"ok"]
+
+
+def test_shield_with_jwks_policy(server: JwksServer) -> None:
+    private, jwk = ed_key("k1")
+    server.keys = [jwk]
+    shield = Shield(
+        ok_app,
+        {
+            "auth": {
+                "issuers": {
+                    "idp": {
+                        "issuer": ISSUER,
+                        "algorithms": ["EdDSA"],
+                        "jwks": {"uri": server.uri, "refresh_seconds": 60},
+                    }
+                }
+            },
+            "routes": [{"id": "all", "path": "/**", "auth": {}}],
+        },
+    )
+    clock = Clock()
+    good = {"Authorization": f"Bearer {token(private, 'k1', clock)}"}
+    assert call(shield, "/x", headers=good).status_code == 200
+    forged_private, _ = ed_key("k1")
+    forged = {"Authorization": f"Bearer {token(forged_private, 'k1', clock)}"}
+    assert call(shield, "/x", headers=forged).status_code == 401
+    assert server.requests == 1
+
+
+def test_shield_jwks_down_at_start(server: JwksServer) -> None:
+    server.status = 500
+    private, _ = ed_key("k1")
+    shield = Shield(
+        ok_app,
+        {
+            "auth": {
+                "issuers": {
+                    "idp": {
+                        "issuer": ISSUER,
+                        "algorithms": ["EdDSA"],
+                        "jwks": {"uri": server.uri},
+                    }
+                }
+            },
+            "routes": [{"id": "all", "path": "/**", "auth": {}}],
+        },
+    )
+    headers = {"Authorization": f"Bearer {token(private, 'k1', Clock())}"}
+    response = call(shield, "/x", headers=headers)
+    assert response.status_code == 503
+    assert int(response.header("Retry-After") or "0") >= 1
+    assert response.json()["status"] == 503
