@@ -70,7 +70,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _MALFORMED_DETAILS: Mapping[str, str] = {
     "malformed-bearer": "The Authorization header is not Bearer followed by one token.",
     "multiple-credentials": "The Authorization header has more than one credential.",
-    "multiple-tokens": "The request carries a token in more than one place.",
+    "multiple-tokens": "The request carries more than one token, or an empty one.",
     "too-large": "The token is too large.",
 }
 
