@@ -1,4 +1,4 @@
-"""Access and refresh tokens for the example API's ``/auth/login`` and ``/auth/refresh``.
+"""Access and refresh tokens for the example API: login and refresh.
 
 Signing uses HS256 when ``EXAMPLE_JWT_SECRET`` is set (at least 32 bytes),
 and otherwise EdDSA (Ed25519) with a key generated on first run and kept in
