@@ -333,3 +333,10 @@ def test_unknown_issuer_name_on_route() -> None:
 def test_hostile_headers_never_500(shield: Shield, header: str) -> None:
     response = call(shield, "/items/1", headers={"Authorization": header})
     assert response.status_code in (400, 401)
+
+
+def test_missing_claim_names_each_claim(shield: Shield) -> None:
+    without_exp = call(shield, "/items/1", headers=bearer(hs256(claims(exp=None))))
+    without_sub = call(shield, "/items/1", headers=bearer(hs256(claims(sub=None))))
+    assert "exp claim" in without_exp.json()["detail"]
+    assert "sub claim" in without_sub.json()["detail"]

@@ -173,7 +173,7 @@ class AuthMiddleware:
         }
         # Built on first use per reason or per (rule, reason): both sets are
         # fixed by the code and the policy, not by clients.
-        self._invalid_token: dict[str, Problem] = {}
+        self._invalid_token: dict[tuple[str, str], Problem] = {}
         self._forbidden: dict[tuple[str, str], Problem] = {}
         self._unavailable: dict[int, Problem] = {}
 
@@ -475,12 +475,15 @@ class AuthMiddleware:
         )
 
     def _invalid_token_problem(self, reason: str, description: str) -> Problem:
-        problem = self._invalid_token.get(reason)
+        # Descriptions come from a fixed set per reason (claim names from
+        # the policy), so this table stays small.
+        key = (reason, description)
+        problem = self._invalid_token.get(key)
         if problem is None:
             problem = self._challenge_problem(
                 401, "invalid-token", "Invalid token", "invalid_token", description
             )
-            self._invalid_token[reason] = problem
+            self._invalid_token[key] = problem
         return problem
 
     def _authorization_problem(self, requirement: Requirement, reason: str) -> Problem:
