@@ -447,3 +447,21 @@ def test_static_key_struct_forbids_unknown() -> None:
         load_policy({"auth": {"issuers": {"main": {"issuer": ISSUER, "algorithms": ["HS256"],
                                                    "keys": [{"secret": SECRET}]}}}})  # fmt: skip
     assert StaticKey().kid is None
+
+
+def test_key_without_kid_serves_any_kid() -> None:
+    token = hs256(claims(NOW), kid="rotated-1")
+    assert hmac_verifier().verify(token).subject == "user-1"
+
+
+def test_kid_lookup_never_tries_every_key() -> None:
+    first = bind_hmac_secret(SECRET.encode(), ["HS256"], "a")
+    second = bind_hmac_secret(("y" * 40).encode(), ["HS256"], "b")
+    profile = Profile(
+        "main", ISSUER, algorithms=["HS256"], keys=StaticKeySet([first, second])
+    )
+    verifier = Verifier([profile], clock=Clock())
+    assert verifier.verify(hs256(claims(NOW), kid="a")).subject == "user-1"
+    assert reason(verifier, hs256(claims(NOW), kid="b")) == "bad-signature"
+    assert reason(verifier, hs256(claims(NOW))) == "unknown-key"
+    assert reason(verifier, hs256(claims(NOW), kid="c")) == "unknown-key"

@@ -191,13 +191,17 @@ class StaticKeySet:
     def find(self, kid: str | None, alg: str) -> BoundKey | None:
         """Return the key for ``kid`` and ``alg``, or ``None``.
 
-        Without a ``kid`` the token must match exactly one key, so a token
+        A key configured without a ``kid`` serves tokens with any ``kid``.
+        Without a match by ``kid``, exactly one such key must fit, so a token
         never makes the verifier try every key in turn.
         """
         if kid is not None:
             key = self.by_kid.get(kid)
-            return key if key is not None and alg in key.algorithms else None
-        candidates = [key for key in self.keys if alg in key.algorithms]
+            if key is not None:
+                return key if alg in key.algorithms else None
+        candidates = [
+            key for key in self.keys if key.kid is None and alg in key.algorithms
+        ]
         return candidates[0] if len(candidates) == 1 else None
 
     def maintain(self, now: float) -> None:
