@@ -138,6 +138,11 @@ class TokenService:
             revocation=self.used_refresh_tokens,
         )
 
+    def use_revocation_store(self, store: RevocationStore) -> None:
+        """Record used refresh tokens in ``store`` from now on."""
+        self.used_refresh_tokens = store
+        self.refresh_verifier.revocation = store
+
     def policy_keys(self) -> dict[str, Any]:
         """Return the issuer profile settings the shield needs for these keys."""
         if self.algorithm == "HS256":
