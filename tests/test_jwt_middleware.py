@@ -340,3 +340,18 @@ def test_missing_claim_names_each_claim(shield: Shield) -> None:
     without_sub = call(shield, "/items/1", headers=bearer(hs256(claims(sub=None))))
     assert "exp claim" in without_exp.json()["detail"]
     assert "sub claim" in without_sub.json()["detail"]
+
+
+def test_query_token_removal_keeps_other_parameters(shield: Shield) -> None:
+    token = hs256(claims())
+    query = f"a=b%20c&access%5Ftoken={token}&d=%2F"
+    response = call(
+        shield, "/download", query=query, environ={"RAW_URI": f"/download?{query}"}
+    )
+    assert response.status_code == 200
+    assert SEEN[-1]["QUERY_STRING"] == "a=b%20c&d=%2F"
+    assert SEEN[-1]["RAW_URI"] == "/download?a=b%20c&d=%2F"
+
+
+def test_empty_query_token(shield: Shield) -> None:
+    assert call(shield, "/download", query="access_token=").status_code == 400

@@ -40,7 +40,7 @@ import hmac
 import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote_plus
 
 from .. import context, events
 from ..auth.authorization import Requirement
@@ -414,15 +414,21 @@ class AuthMiddleware:
         Returns ``""`` when the parameter occurs more than once.
         """
         query = environ.get("QUERY_STRING", "")
-        if self.query_parameter + "=" not in query:
+        if not query:
             return None
-        pairs = parse_qsl(query, keep_blank_values=True)
-        tokens = [value for name, value in pairs if name == self.query_parameter]
+        # Names are compared decoded, so access%5Ftoken is caught too; the
+        # other parameters stay byte for byte as the client sent them.
+        kept: list[str] = []
+        tokens: list[str] = []
+        for part in query.split("&"):
+            name, _, value = part.partition("=")
+            if unquote_plus(name) == self.query_parameter:
+                tokens.append(unquote_plus(value))
+            else:
+                kept.append(part)
         if not tokens:
             return None
-        remaining = urlencode(
-            [(name, value) for name, value in pairs if name != self.query_parameter]
-        )
+        remaining = "&".join(kept)
         environ["QUERY_STRING"] = remaining
         for key in ("RAW_URI", "REQUEST_URI"):
             if key in environ:
