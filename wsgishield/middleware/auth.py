@@ -266,7 +266,8 @@ class AuthMiddleware:
             and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
         ):
             # A CORS preflight never carries credentials (Fetch standard,
-            # CORS-preflight request), so the app's CORS handler must respond to it.
+            # CORS-preflight request), so the app's CORS handler must
+            # respond to it.
             return self.app(environ, start_response)
 
         # A header token already in the verified cache passed the strict
