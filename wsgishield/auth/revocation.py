@@ -153,7 +153,10 @@ class RedisRevocationStore(RevocationStore):
             events.emit(
                 "auth",
                 "revocation-sync-failed",
-                {"error.message": str(exc.__cause__ or exc), "event.outcome": "failure"},
+                {
+                    "error.message": str(exc.__cause__ or exc),
+                    "event.outcome": "failure",
+                },
                 level=logging.ERROR,
             )
         finally:

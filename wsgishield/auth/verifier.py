@@ -221,10 +221,10 @@ class Profile:
                 )
             if settings.algorithms[0] in HMAC_ALGORITHMS:
                 raise ConfigurationError(
-                    f"{key}.jwks", settings.jwks.uri, "an HMAC profile cannot use a JWKS, which contains public keys only"
+                    f"{key}.jwks",
+                    settings.jwks.uri,
+                    "an HMAC profile cannot use a JWKS, which has public keys only",
                 )
-            from .jwks import JwksKeySet
-
             keys = JwksKeySet.from_policy(
                 settings.jwks, settings.algorithms, key=f"{key}.jwks"
             )
