@@ -40,6 +40,7 @@ import msgspec
 
 from ..errors import ConfigurationError
 from .errors import TokenError
+from .jwks import JwksKeySet
 from .keys import (
     ASYMMETRIC_ALGORITHMS,
     HMAC_ALGORITHMS,
