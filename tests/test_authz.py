@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from wsgishield.auth import Identity, Requirement
+from wsgishield.errors import ConfigurationError
 from wsgishield.policy import ClaimRule
 
 
@@ -80,3 +81,10 @@ def test_required_scope_for_challenge() -> None:
     assert requirement.required_scope("missing-role") == "a b"
     assert requirement.required_scope("missing-scope") == "r w"
     assert requirement.required_scope("claim-mismatch") == ""
+
+
+@pytest.mark.parametrize("value", ['a"b', "a b", "a\\b", "a\r\nX-Injected: 1", "", "é"])
+def test_role_names_fit_challenge(value: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Requirement("rule", roles_any=[value])
+    assert caught.value.key == "rule.auth.roles_any"

@@ -7,9 +7,11 @@ set operations only.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigurationError
 from .verifier import claim_at
 
 if TYPE_CHECKING:
@@ -17,6 +19,22 @@ if TYPE_CHECKING:
     from .verifier import Identity
 
 __all__ = ["ClaimPredicate", "Requirement"]
+
+# RFC 6749, section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ). Roles
+# follow the same rule because they also appear in the scope="..." challenge.
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]{1,256}\Z")
+
+
+def _scope_tokens(values: Iterable[str], key: str) -> frozenset[str]:
+    tokens = frozenset(values)
+    for value in tokens:
+        if not _SCOPE_TOKEN.match(value):
+            raise ConfigurationError(
+                key,
+                value,
+                "expected printable ASCII without spaces, quotes or backslashes",
+            )
+    return tokens
 
 
 class ClaimPredicate:
@@ -83,9 +101,9 @@ class Requirement:
         self.public = public
         self.optional = optional
         self.issuers = frozenset(issuers) or None
-        self.roles_any = frozenset(roles_any)
-        self.roles_all = frozenset(roles_all)
-        self.scopes = frozenset(scopes)
+        self.roles_any = _scope_tokens(roles_any, f"{rule_id}.auth.roles_any")
+        self.roles_all = _scope_tokens(roles_all, f"{rule_id}.auth.roles_all")
+        self.scopes = _scope_tokens(scopes, f"{rule_id}.auth.scopes")
         self.claims = tuple(ClaimPredicate(rule) for rule in claims)
         self.allow_query_token = allow_query_token
 
