@@ -104,10 +104,13 @@ def _credentials(payload: Any, *names: str) -> tuple[str, ...] | None:
     """Return the string members ``names`` of a JSON object, or ``None``."""
     if not isinstance(payload, dict):
         return None
-    values = tuple(payload.get(name) for name in names)
-    if not all(isinstance(value, str) for value in values):
-        return None
-    return values
+    values: list[str] = []
+    for name in names:
+        value = payload.get(name)
+        if not isinstance(value, str):
+            return None
+        values.append(value)
+    return tuple(values)
 
 
 def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
