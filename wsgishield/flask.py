@@ -107,7 +107,9 @@ class FlaskEndpointRules:
             self._compile()
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "/")
-        host = environ.get("HTTP_HOST", "") if self.app.url_map.host_matching else ""
+        # With host or subdomain matching, the endpoint depends on the host.
+        by_host = self.app.url_map.host_matching or self.app.subdomain_matching
+        host = environ.get("HTTP_HOST", "") if by_host else ""
         key = (method, path, host)
         try:
             return self._memo[key]
