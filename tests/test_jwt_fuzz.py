@@ -19,7 +19,8 @@ def test_authorization_parse_never_raises(value: str) -> None:
     assert kind in ("token", "absent", "malformed")
     if kind == "token":
         assert value.lower().startswith("bearer ")
-        assert " " not in detail and "," not in detail
+        assert " " not in detail
+        assert "," not in detail
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,4 +1,4 @@
-"""A JWKS endpoint on 127.0.0.1 whose answers a test controls."""
+"""A JWKS endpoint on 127.0.0.1 whose responses a test controls."""
 
 from __future__ import annotations
 
