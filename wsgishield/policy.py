@@ -206,8 +206,11 @@ class AuthPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
     """JWT authentication and per-route authorization."""
 
     issuers: dict[_NAME, IssuerProfile]
-    #: ``realm`` of every ``WWW-Authenticate`` challenge.
-    realm: Annotated[str, msgspec.Meta(pattern=r'^[^"\\\x00-\x1f]{1,64}$')] = "api"
+    #: ``realm`` of every ``WWW-Authenticate`` challenge: printable ASCII
+    #: without quotes or backslashes, so it fits a quoted-string.
+    realm: Annotated[
+        str, msgspec.Meta(pattern=r"^[\x20\x21\x23-\x5B\x5D-\x7E]{1,64}$")
+    ] = "api"
     tokens: TokenSources = TokenSources()
     revocation: RevocationSettings = RevocationSettings()
     #: Tokens longer than this are rejected before any decoding.
