@@ -4,8 +4,12 @@ Routes:
 
 - ``GET /health``: liveness, with no database access;
 - ``GET /items``, ``POST /items``, ``GET|PUT|DELETE /items/<id>``: items CRUD;
-- ``GET /admin/stats``: the admin area;
-- ``GET /whoami``: what the shield resolved for this request.
+- ``GET /admin/stats``: the admin area, for the ``admin`` role;
+- ``GET /whoami``: what the shield resolved for this request;
+- ``POST /auth/login`` and ``POST /auth/refresh``: access and refresh tokens
+  (see :mod:`app_example.tokens`).
+
+Reads are open to anyone; writes need the ``items:write`` scope.
 
 ``EXAMPLE_SHIELD_POLICY`` names another policy file.
 """
@@ -13,6 +17,8 @@ Routes:
 from __future__ import annotations
 
 import os
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +26,11 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from wsgishield import Shield, context
+from wsgishield.auth import TokenError
+from wsgishield.middleware import AuthMiddleware
 
 from .db import Database
+from .tokens import TokenService
 
 POLICY_PATH = Path(__file__).resolve().parent / "shield.toml"
 
@@ -76,10 +85,39 @@ def _read_item(payload: Any) -> tuple[str, int] | Any:
     return name, price
 
 
+def _policy_with_keys(
+    source: str | os.PathLike[str] | Mapping[str, Any], tokens: TokenService
+) -> dict[str, Any]:
+    """Load the policy and point its ``example`` issuer at the signing keys in use."""
+    if isinstance(source, Mapping):
+        raw = dict(source)
+    else:
+        with open(source, "rb") as handle:
+            raw = tomllib.load(handle)
+    issuers = raw.get("auth", {}).get("issuers", {})
+    if "example" in issuers:
+        issuers["example"] = {**issuers["example"], **tokens.policy_keys()}
+    return raw
+
+
+def _credentials(payload: Any, *names: str) -> tuple[str, ...] | None:
+    """Return the string members ``names`` of a JSON object, or ``None``."""
+    if not isinstance(payload, dict):
+        return None
+    values: list[str] = []
+    for name in names:
+        value = payload.get(name)
+        if not isinstance(value, str):
+            return None
+        values.append(value)
+    return tuple(values)
+
+
 def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     database = Database()
+    tokens = TokenService()
 
     def json_body() -> Any:
         try:
@@ -103,6 +141,7 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
     def whoami() -> Any:
         client = request.environ.get(context.CLIENT)
         route = request.environ.get(context.ROUTE)
+        identity = request.environ.get(context.IDENTITY)
         return {
             "client_ip": request.environ.get(context.CLIENT_IP),
             "peer": client.peer if client else None,
@@ -110,6 +149,7 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
             "reason": client.reason if client else None,
             "scheme": request.environ.get(context.SCHEME),
             "route": route.id if route else None,
+            "subject": identity.subject if identity else None,
         }
 
     @app.get("/items")
@@ -156,10 +196,58 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
             return problem(404, "not-found", "Not Found", f"no item {item_id}")
         return "", 204
 
+    @app.post("/auth/login")
+    def login() -> Any:
+        credentials = _credentials(
+            request.get_json(silent=True), "username", "password"
+        )
+        if credentials is None:
+            return problem(
+                400,
+                "invalid-body",
+                "Invalid request body",
+                "expected a JSON object with username and password strings",
+            )
+        username, password = credentials
+        if not tokens.check_password(username, password):
+            response = problem(401, "invalid-credentials", "Invalid credentials")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="example-api"'
+            return response
+        # RFC 6749, section 5.1: responses carrying tokens must not be cached.
+        return tokens.issue(username), 200, {"Cache-Control": "no-store"}
+
+    @app.post("/auth/refresh")
+    def refresh() -> Any:
+        credentials = _credentials(request.get_json(silent=True), "refresh_token")
+        if credentials is None:
+            return problem(
+                400,
+                "invalid-body",
+                "Invalid request body",
+                "expected a JSON object with a refresh_token string",
+            )
+        try:
+            pair = tokens.refresh(credentials[0])
+        except TokenError as error:
+            response = problem(401, "invalid-token", "Invalid token", error.description)
+            response.headers["WWW-Authenticate"] = (
+                'Bearer realm="example-api", error="invalid_token"'
+            )
+            return response
+        return pair, 200, {"Cache-Control": "no-store"}
+
     @app.get("/admin/stats")
     def admin_stats() -> Any:
         return {"items": database.count_items(), "pid": os.getpid()}
 
     policy_path = policy or os.environ.get("EXAMPLE_SHIELD_POLICY") or POLICY_PATH
-    app.wsgi_app = Shield(app.wsgi_app, policy=policy_path)  # type: ignore[method-assign]
+    shield = Shield(app.wsgi_app, policy=_policy_with_keys(policy_path, tokens))
+    auth = next(
+        (layer for layer in shield.layers if isinstance(layer, AuthMiddleware)), None
+    )
+    if auth is not None and auth.revocation is not None:
+        # Used refresh tokens go where the shield keeps revocations, which
+        # every worker sees when that is Redis.
+        tokens.use_revocation_store(auth.revocation)
+    app.wsgi_app = shield  # type: ignore[method-assign]
     return app

@@ -16,6 +16,12 @@ from wsgishield.networks import load_cloudflare_ranges
 EXAMPLE_POLICY = str(REPOSITORY / "app_example" / "shield.toml")
 
 
+@pytest.fixture(autouse=True)
+def example_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set the HMAC secret that the example policy's issuer names."""
+    monkeypatch.setenv("EXAMPLE_JWT_SECRET", "cli-test-secret-" + "x" * 32)
+
+
 def run(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     status = main(list(argv), stdout=out)
@@ -54,7 +60,9 @@ def test_explain_spoofed_header_from_untrusted_peer() -> None:
     assert status == 0
     assert "client: 203.0.113.66 (peer 203.0.113.66, source peer)" in output
     assert "route: admin" in output
-    assert "response: 200 OK" in output
+    # The admin area needs a token, and the request carries none.
+    assert "auth: auth-failed (reason missing-token, rule admin)" in output
+    assert "response: 401 Unauthorized" in output
 
 
 def test_explain_trusted_proxy_and_repeated_headers() -> None:

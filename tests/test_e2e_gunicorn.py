@@ -14,10 +14,17 @@ from tests.support.servers import REPOSITORY, GunicornServer
 pytestmark = pytest.mark.gunicorn
 
 CONFIG = str(REPOSITORY / "deploy" / "gunicorn.conf.py")
+DEMO_PASSWORD = "e2e-demo-password"
 
 
 def start_example(tmp_path: Path, policy: str | None = None) -> GunicornServer:
-    env = {"EXAMPLE_SQLITE_PATH": str(tmp_path / "items.db"), "DATABASE_URL": ""}
+    env = {
+        "EXAMPLE_SQLITE_PATH": str(tmp_path / "items.db"),
+        "DATABASE_URL": "",
+        "EXAMPLE_DEMO_PASSWORD": DEMO_PASSWORD,
+        "EXAMPLE_JWT_KEY_FILE": str(tmp_path / "jwt.pem"),
+        "EXAMPLE_JWT_SECRET": "",
+    }
     if policy is not None:
         path = tmp_path / "policy.toml"
         path.write_text(policy)
@@ -60,6 +67,13 @@ def raw_request(port: int, head: str) -> tuple[int, bytes]:
 def test_crud_through_gunicorn(example: GunicornServer) -> None:
     session = requests.Session()
     assert session.get(f"{example.url}/health", timeout=10).json() == {"status": "ok"}
+    login = session.post(
+        f"{example.url}/auth/login",
+        json={"username": "alice", "password": DEMO_PASSWORD},
+        timeout=10,
+    )
+    assert login.status_code == 200
+    session.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
     created = session.post(
         f"{example.url}/items", json={"name": "a", "price_cents": 1}, timeout=10
     )

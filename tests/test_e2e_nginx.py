@@ -76,6 +76,8 @@ def stack(tmp_path: Path) -> Iterator[tuple[int, list[GunicornServer]]]:
         "EXAMPLE_SQLITE_PATH": str(tmp_path / "items.db"),
         "DATABASE_URL": "",
         "EXAMPLE_SHIELD_POLICY": str(policy),
+        # Keep the example's generated signing key out of the repository.
+        "EXAMPLE_JWT_KEY_FILE": str(tmp_path / "jwt.pem"),
     }
     servers = [
         GunicornServer(

@@ -9,8 +9,19 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
 from app_example.app import create_app
+
+DEMO_PASSWORD = "example-test-password"
+
+
+@pytest.fixture(autouse=True)
+def demo_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Enable the demo login with a signing key private to the test."""
+    monkeypatch.setenv("EXAMPLE_DEMO_PASSWORD", DEMO_PASSWORD)
+    monkeypatch.setenv("EXAMPLE_JWT_KEY_FILE", str(tmp_path / "jwt.pem"))
+    monkeypatch.delenv("EXAMPLE_JWT_SECRET", raising=False)
 
 
 @pytest.fixture
@@ -20,8 +31,20 @@ def sqlite_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Flask:
     return create_app()
 
 
-def exercise_crud(app: Flask) -> None:
+def admin_client(app: Flask) -> FlaskClient:
+    """Return a test client that sends the demo admin's access token."""
     client = app.test_client()
+    login = client.post(
+        "/auth/login", json={"username": "admin", "password": DEMO_PASSWORD}
+    )
+    assert login.status_code == 200
+    token = login.get_json()["access_token"]
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
+def exercise_crud(app: Flask) -> None:
+    client = admin_client(app)
 
     created = client.post("/items", json={"name": "widget", "price_cents": 250})
     assert created.status_code == 201
@@ -68,13 +91,13 @@ def test_crud_on_sqlite(sqlite_app: Flask) -> None:
     ],
 )
 def test_invalid_items_rejected(sqlite_app: Flask, body: object) -> None:
-    response = sqlite_app.test_client().post("/items", json=body)
+    response = admin_client(sqlite_app).post("/items", json=body)
     assert response.status_code in (400, 422)
     assert response.content_type == "application/problem+json"
 
 
 def test_not_json_rejected(sqlite_app: Flask) -> None:
-    response = sqlite_app.test_client().post(
+    response = admin_client(sqlite_app).post(
         "/items", data=b"{", content_type="application/json"
     )
     assert response.status_code == 400
@@ -138,7 +161,7 @@ def test_crud_on_postgres(postgres_url: str, monkeypatch: pytest.MonkeyPatch) ->
 def test_hostile_requests_never_500(
     sqlite_app: Flask, method: str, path: str, body: bytes | None, expected: int
 ) -> None:
-    response = sqlite_app.test_client().open(
+    response = admin_client(sqlite_app).open(
         path, method=method, data=body, content_type="application/json"
     )
     assert response.status_code == expected

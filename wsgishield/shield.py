@@ -16,7 +16,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from .errors import ConfigurationError
-from .middleware import AccessMiddleware, ClientAddressMiddleware, RouteMiddleware
+from .middleware import (
+    AccessMiddleware,
+    AuthMiddleware,
+    ClientAddressMiddleware,
+    RouteMiddleware,
+)
 from .policy import Policy, PolicySource, load_policy
 from .routes import Route, RouteTable
 
@@ -38,6 +43,7 @@ LAYERS: tuple[type[_Layer], ...] = (
     ClientAddressMiddleware,
     RouteMiddleware,
     AccessMiddleware,
+    AuthMiddleware,
 )
 
 

@@ -9,7 +9,13 @@ or ``None`` when the policy leaves that layer off.
 from __future__ import annotations
 
 from .access import AccessMiddleware
+from .auth import AuthMiddleware
 from .client import ClientAddressMiddleware
 from .routes import RouteMiddleware
 
-__all__ = ["AccessMiddleware", "ClientAddressMiddleware", "RouteMiddleware"]
+__all__ = [
+    "AccessMiddleware",
+    "AuthMiddleware",
+    "ClientAddressMiddleware",
+    "RouteMiddleware",
+]
