@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from ._fast import HAS_EXTENSIONS
 from .client import ClientAddress, ClientAddressResolver
 from .errors import ConfigurationError, StoreError, WsgiShieldError
@@ -31,3 +33,8 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# The library emits records but leaves formatting and output to the
+# deployment; without this, Python's last-resort handler would print
+# security events to stderr when the application configured no logging.
+logging.getLogger("wsgishield").addHandler(logging.NullHandler())

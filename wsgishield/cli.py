@@ -46,6 +46,10 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader (such as `head`) closed the pipe: not an error of ours.
+        sys.stderr.close()
+        return 0
     return result
 
 
