@@ -8,7 +8,8 @@ or ``None`` when the policy leaves that layer off.
 
 from __future__ import annotations
 
+from .cache import CacheMiddleware
 from .client import ClientAddressMiddleware
 from .routes import RouteMiddleware
 
-__all__ = ["ClientAddressMiddleware", "RouteMiddleware"]
+__all__ = ["CacheMiddleware", "ClientAddressMiddleware", "RouteMiddleware"]
