@@ -44,7 +44,9 @@ def route_table(rules: dict[str, dict[str, Any] | None]) -> RouteTable:
     return RouteTable(routes)
 
 
-def make_store(backend: str, redis_server: RedisServer | None, clock: FakeClock, **options: Any) -> Any:
+def make_store(
+    backend: str, redis_server: RedisServer | None, clock: FakeClock, **options: Any
+) -> Any:
     if backend == "memory":
         return MemoryStore(options.get("max_bytes", 1 << 24), clock=clock)
     import redis
@@ -62,7 +64,12 @@ class CountingApp:
     Every call is counted per path, under a lock, for threaded tests.
     """
 
-    def __init__(self, views: dict[str, Callable[[dict[str, Any]], tuple[str, list[tuple[str, str]], bytes]]]) -> None:
+    def __init__(
+        self,
+        views: dict[
+            str, Callable[[dict[str, Any]], tuple[str, list[tuple[str, str]], bytes]]
+        ],
+    ) -> None:
         self.views = views
         self.calls: dict[str, int] = {}
         self.environs: list[dict[str, Any]] = []
@@ -71,7 +78,9 @@ class CountingApp:
     def count(self, path: str) -> int:
         return self.calls.get(path, 0)
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         path = environ["PATH_INFO"]
         with self._lock:
             self.calls[path] = self.calls.get(path, 0) + 1
@@ -98,4 +107,6 @@ def build(
     clock: FakeClock,
     **options: Any,
 ) -> CacheMiddleware:
-    return CacheMiddleware(app, routes=route_table(rules), store=store, clock=clock, **options)
+    return CacheMiddleware(
+        app, routes=route_table(rules), store=store, clock=clock, **options
+    )

@@ -62,9 +62,15 @@ RULES = {
 }
 
 
-@pytest.mark.parametrize("backend", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def test_no_response_reaches_other_client(backend: str, request: pytest.FixtureRequest) -> None:
-    server = request.getfixturevalue("shared_redis_server") if backend == "redis" else None
+@pytest.mark.parametrize(
+    "backend", ["memory", pytest.param("redis", marks=pytest.mark.redis)]
+)
+def test_no_response_reaches_other_client(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    server = (
+        request.getfixturevalue("shared_redis_server") if backend == "redis" else None
+    )
     clock = FakeClock()
     app = CountingApp(VIEWS)
     cache = build(app, RULES, make_store(backend, server, clock), clock)

@@ -31,7 +31,12 @@ def test_canonical_query(query: str, expected: str) -> None:
     assert canonical_query(query, DROP, PREFIXES) == expected
 
 
-@given(st.lists(st.tuples(st.sampled_from("abcdz"), st.text("0123456789", max_size=3)), max_size=8))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abcdz"), st.text("0123456789", max_size=3)),
+        max_size=8,
+    )
+)
 def test_canonical_query_order_independent(pairs: list[tuple[str, str]]) -> None:
     distinct = list(dict(pairs).items())
     query = "&".join(f"{name}={value}" for name, value in distinct)
@@ -48,10 +53,18 @@ def test_strip_query_keeps_order() -> None:
     ("headers", "scheme", "host"),
     [
         pytest.param({"Host": "API.Example"}, "http", "api.example", id="lower-case"),
-        pytest.param({"Host": "api.example:80"}, "http", "api.example", id="default-port-http"),
-        pytest.param({"Host": "api.example:443"}, "https", "api.example", id="default-port-https"),
-        pytest.param({"Host": "api.example:8080"}, "http", "api.example:8080", id="other-port"),
-        pytest.param({"Host": "api.example."}, "http", "api.example", id="trailing-dot"),
+        pytest.param(
+            {"Host": "api.example:80"}, "http", "api.example", id="default-port-http"
+        ),
+        pytest.param(
+            {"Host": "api.example:443"}, "https", "api.example", id="default-port-https"
+        ),
+        pytest.param(
+            {"Host": "api.example:8080"}, "http", "api.example:8080", id="other-port"
+        ),
+        pytest.param(
+            {"Host": "api.example."}, "http", "api.example", id="trailing-dot"
+        ),
         pytest.param({"Host": "[::1]:8080"}, "http", "[::1]:8080", id="ipv6"),
         pytest.param(
             {"Host": "api.example", "X-Forwarded-Host": "evil.example"},
@@ -113,7 +126,9 @@ def test_variant_absent_differs_from_empty() -> None:
     assert absent != empty
 
 
-def _assess(status: int = 200, headers: list[tuple[str, str]] | None = None, **options: object):
+def _assess(
+    status: int = 200, headers: list[tuple[str, str]] | None = None, **options: object
+):
     settings: dict[str, object] = {
         "statuses": {200, 203, 204, 300, 301, 404, 410},
         "negative_ttl": 10.0,
@@ -138,9 +153,13 @@ def _assess(status: int = 200, headers: list[tuple[str, str]] | None = None, **o
         pytest.param(200, [("Set-Cookie", "s=1")], "set-cookie", id="set-cookie"),
         pytest.param(200, [("set-cookie", "s=1")], "set-cookie", id="set-cookie-lower"),
         pytest.param(200, [("Cache-Control", "no-store")], "no-store", id="no-store"),
-        pytest.param(200, [("Cache-Control", "private, max-age=60")], "private", id="private"),
+        pytest.param(
+            200, [("Cache-Control", "private, max-age=60")], "private", id="private"
+        ),
         pytest.param(200, [("Cache-Control", "no-cache")], "no-cache", id="no-cache"),
-        pytest.param(200, [("Cache-Control", "max-age=0")], "max-age=0", id="max-age-0"),
+        pytest.param(
+            200, [("Cache-Control", "max-age=0")], "max-age=0", id="max-age-0"
+        ),
         pytest.param(200, [("Vary", "Accept, *")], "vary-star", id="vary-star"),
         pytest.param(
             200,
@@ -149,13 +168,18 @@ def _assess(status: int = 200, headers: list[tuple[str, str]] | None = None, **o
             id="csp-nonce",
         ),
         pytest.param(
-            200, [("Content-Security-Policy", "default-src 'self'")], "", id="csp-without-nonce"
+            200,
+            [("Content-Security-Policy", "default-src 'self'")],
+            "",
+            id="csp-without-nonce",
         ),
         pytest.param(404, [], "", id="404"),
         pytest.param(410, [], "", id="410"),
     ],
 )
-def test_assess_refusals(status: int, headers: list[tuple[str, str]], refusal: str) -> None:
+def test_assess_refusals(
+    status: int, headers: list[tuple[str, str]], refusal: str
+) -> None:
     assert _assess(status, headers).refusal == refusal
 
 
@@ -178,11 +202,16 @@ def test_assess_ttl(status: int, cache_control: str, ttl: float) -> None:
 
 
 def test_assess_private_allowed_per_identity() -> None:
-    assert _assess(200, [("Cache-Control", "private")], allow_private=True).refusal == ""
+    assert (
+        _assess(200, [("Cache-Control", "private")], allow_private=True).refusal == ""
+    )
 
 
 def test_assess_stale_windows() -> None:
-    verdict = _assess(200, [("Cache-Control", "max-age=1, stale-while-revalidate=30, stale-if-error=60")])
+    verdict = _assess(
+        200,
+        [("Cache-Control", "max-age=1, stale-while-revalidate=30, stale-if-error=60")],
+    )
     assert verdict.stale_while_revalidate == 30
     assert verdict.stale_if_error == 60
     strict = _assess(

@@ -28,7 +28,9 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def store(backend: str, request: pytest.FixtureRequest, clock: FakeClock) -> Any:
-    server = request.getfixturevalue("shared_redis_server") if backend == "redis" else None
+    server = (
+        request.getfixturevalue("shared_redis_server") if backend == "redis" else None
+    )
     return make_store(backend, server, clock)
 
 
@@ -41,7 +43,9 @@ def numbered(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes
 
 
 def test_post_runs_handler_after_cached_get(store: Any, clock: FakeClock) -> None:
-    app = CountingApp({"/items": lambda e: ("200 OK", JSON, json_body(method=e["REQUEST_METHOD"]))})
+    app = CountingApp(
+        {"/items": lambda e: ("200 OK", JSON, json_body(method=e["REQUEST_METHOD"]))}
+    )
     cache = build(app, {"/items": {"ttl": 60}}, store, clock)
 
     assert call(cache, "GET", "/items").body == json_body(method="GET")
@@ -57,7 +61,9 @@ def test_503_not_replayed_after_recovery(store: Any, clock: FakeClock) -> None:
             return "503 Service Unavailable", JSON, b'{"down":true}'
         return "200 OK", JSON, b'{"down":false}'
 
-    cache = build(CountingApp({"/status": flaky}), {"/status": {"ttl": 60}}, store, clock)
+    cache = build(
+        CountingApp({"/status": flaky}), {"/status": {"ttl": 60}}, store, clock
+    )
 
     assert call(cache, "GET", "/status").status == 503
     recovered = call(cache, "GET", "/status")
@@ -69,7 +75,11 @@ def test_503_not_replayed_after_recovery(store: Any, clock: FakeClock) -> None:
 def test_set_cookie_never_reaches_next_user(store: Any, clock: FakeClock) -> None:
     def login_page(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
         number = environ["test.call_number"]
-        return "200 OK", [*JSON, ("Set-Cookie", f"session=user{number}")], json_body(user=number)
+        return (
+            "200 OK",
+            [*JSON, ("Set-Cookie", f"session=user{number}")],
+            json_body(user=number),
+        )
 
     app = CountingApp({"/welcome": login_page})
     cache = build(app, {"/welcome": {"ttl": 60, "public": True}}, store, clock)
@@ -136,7 +146,9 @@ def test_utm_param_hits_plain_entry(store: Any, clock: FakeClock) -> None:
 
 
 def test_dropped_params_hidden_from_app(store: Any, clock: FakeClock) -> None:
-    app = CountingApp({"/q": lambda e: ("200 OK", JSON, json_body(query=e["QUERY_STRING"]))})
+    app = CountingApp(
+        {"/q": lambda e: ("200 OK", JSON, json_body(query=e["QUERY_STRING"]))}
+    )
     cache = build(app, {"/q": {"ttl": 60}}, store, clock)
 
     response = call(cache, "GET", "/q?utm_source=evil&b=2&a=1")
@@ -173,7 +185,9 @@ def test_undeclared_header_echo_never_stored(
 
 def test_declared_vary_header_is_keyed(store: Any, clock: FakeClock) -> None:
     app = CountingApp({"/echo": echo_header})
-    cache = build(app, {"/echo": {"ttl": 60, "vary": ["X-Forwarded-Host"]}}, store, clock)
+    cache = build(
+        app, {"/echo": {"ttl": 60, "vary": ["X-Forwarded-Host"]}}, store, clock
+    )
 
     call(cache, "GET", "/echo", {"X-Forwarded-Host": "evil.example"})
     victim = call(cache, "GET", "/echo")
@@ -187,7 +201,11 @@ def test_declared_vary_header_is_keyed(store: Any, clock: FakeClock) -> None:
 def test_response_vary_keys_variants(store: Any, clock: FakeClock) -> None:
     def localized(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
         language = environ.get("HTTP_ACCEPT_LANGUAGE", "en")
-        return "200 OK", [*JSON, ("Vary", "Accept-Language")], json_body(language=language)
+        return (
+            "200 OK",
+            [*JSON, ("Vary", "Accept-Language")],
+            json_body(language=language),
+        )
 
     app = CountingApp({"/hello": localized})
     cache = build(app, {"/hello": {"ttl": 60}}, store, clock)
@@ -215,7 +233,9 @@ def test_unkeyed_log_mode_still_stores(store: Any, clock: FakeClock) -> None:
 
 def test_ignored_header_reads_allowed(store: Any, clock: FakeClock) -> None:
     app = CountingApp({"/echo": echo_header})
-    cache = build(app, {"/echo": {"ttl": 60}}, store, clock, ignore_headers=["X-Forwarded-Host"])
+    cache = build(
+        app, {"/echo": {"ttl": 60}}, store, clock, ignore_headers=["X-Forwarded-Host"]
+    )
 
     call(cache, "GET", "/echo")
     call(cache, "GET", "/echo")
@@ -228,7 +248,11 @@ def test_ignored_header_reads_allowed(store: Any, clock: FakeClock) -> None:
 
 def whoami(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
     subject = environ[context.IDENTITY].subject
-    return "200 OK", [*JSON, ("Cache-Control", "private, max-age=30")], json_body(subject=subject)
+    return (
+        "200 OK",
+        [*JSON, ("Cache-Control", "private, max-age=30")],
+        json_body(subject=subject),
+    )
 
 
 def test_per_identity_entries_apart(store: Any, clock: FakeClock) -> None:
@@ -237,7 +261,13 @@ def test_per_identity_entries_apart(store: Any, clock: FakeClock) -> None:
 
     for _ in range(2):
         for subject in ("alice", "bob"):
-            response = call(cache, "GET", "/me", {"Authorization": f"Bearer {subject}"}, subject=subject)
+            response = call(
+                cache,
+                "GET",
+                "/me",
+                {"Authorization": f"Bearer {subject}"},
+                subject=subject,
+            )
             assert response.body == json_body(subject=subject)
             assert "private" in (response.header("Cache-Control") or "")
     assert app.count("/me") == 2
@@ -255,7 +285,15 @@ def test_per_identity_without_identity_bypasses(store: Any, clock: FakeClock) ->
 
 
 def test_per_identity_public_directive_removed(store: Any, clock: FakeClock) -> None:
-    app = CountingApp({"/me": lambda e: ("200 OK", [("Cache-Control", "public, s-maxage=60, max-age=60")], b"{}")})
+    app = CountingApp(
+        {
+            "/me": lambda e: (
+                "200 OK",
+                [("Cache-Control", "public, s-maxage=60, max-age=60")],
+                b"{}",
+            )
+        }
+    )
     cache = build(app, {"/me": {"ttl": 60, "per_identity": True}}, store, clock)
 
     response = call(cache, "GET", "/me", subject="alice")
@@ -285,7 +323,9 @@ def test_public_route_serves_cookie_requests(store: Any, clock: FakeClock) -> No
 
 
 def test_public_route_reading_cookie_refused(store: Any, clock: FakeClock) -> None:
-    app = CountingApp({"/q": lambda e: ("200 OK", JSON, json_body(cookie=e.get("HTTP_COOKIE")))})
+    app = CountingApp(
+        {"/q": lambda e: ("200 OK", JSON, json_body(cookie=e.get("HTTP_COOKIE")))}
+    )
     cache = build(app, {"/q": {"ttl": 60, "public": True}}, store, clock)
 
     call(cache, "GET", "/q", {"Cookie": "session=alice"})
@@ -360,7 +400,9 @@ def test_expired_entry_refetched(store: Any, clock: FakeClock) -> None:
 
 
 def test_max_age_from_response(store: Any, clock: FakeClock) -> None:
-    app = CountingApp({"/q": lambda e: ("200 OK", [("Cache-Control", "max-age=2")], b"x")})
+    app = CountingApp(
+        {"/q": lambda e: ("200 OK", [("Cache-Control", "max-age=2")], b"x")}
+    )
     cache = build(app, {"/q": {"ttl": 600}}, store, clock)
 
     call(cache, "GET", "/q")
@@ -403,8 +445,12 @@ def test_if_modified_since(store: Any, clock: FakeClock) -> None:
     cache = build(app, {"/q": {"ttl": 60}}, store, clock, etag=False)
 
     call(cache, "GET", "/q")
-    later = call(cache, "GET", "/q", {"If-Modified-Since": "Wed, 02 Dec 2026 10:00:00 GMT"})
-    earlier = call(cache, "GET", "/q", {"If-Modified-Since": "Mon, 30 Nov 2026 10:00:00 GMT"})
+    later = call(
+        cache, "GET", "/q", {"If-Modified-Since": "Wed, 02 Dec 2026 10:00:00 GMT"}
+    )
+    earlier = call(
+        cache, "GET", "/q", {"If-Modified-Since": "Mon, 30 Nov 2026 10:00:00 GMT"}
+    )
     garbage = call(cache, "GET", "/q", {"If-Modified-Since": "yesterday"})
 
     assert later.status == 304
@@ -519,7 +565,14 @@ def test_failed_unsafe_request_keeps_entry(store: Any, clock: FakeClock) -> None
 
 def test_location_invalidated(store: Any, clock: FakeClock) -> None:
     def create(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
-        return "201 Created", [("Location", "http://api.example/orders/7"), ("Content-Location", "https://elsewhere.example/orders")], b""
+        return (
+            "201 Created",
+            [
+                ("Location", "http://api.example/orders/7"),
+                ("Content-Location", "https://elsewhere.example/orders"),
+            ],
+            b"",
+        )
 
     app = CountingApp({"/orders": create, "/orders/7": numbered})
     cache = build(app, {"/orders/7": {"ttl": 60}, "/orders": None}, store, clock)
@@ -533,7 +586,11 @@ def test_location_invalidated(store: Any, clock: FakeClock) -> None:
 
 def test_purge_by_tag(store: Any, clock: FakeClock) -> None:
     def order(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
-        return "200 OK", [("Surrogate-Key", "order:7")], json_body(call=environ["test.call_number"])
+        return (
+            "200 OK",
+            [("Surrogate-Key", "order:7")],
+            json_body(call=environ["test.call_number"]),
+        )
 
     app = CountingApp({"/orders/7": order, "/orders/8": numbered})
     cache = build(app, {"/orders/*": {"ttl": 60, "tags": ["orders"]}}, store, clock)
@@ -557,7 +614,12 @@ def test_app_purges_through_environ(store: Any, clock: FakeClock) -> None:
         return "204 No Content", [], b""
 
     app = CountingApp({"/catalog": numbered, "/admin/reindex": update})
-    cache = build(app, {"/catalog": {"ttl": 60, "tags": ["catalog"]}, "/admin/reindex": None}, store, clock)
+    cache = build(
+        app,
+        {"/catalog": {"ttl": 60, "tags": ["catalog"]}, "/admin/reindex": None},
+        store,
+        clock,
+    )
 
     call(cache, "GET", "/catalog")
     call(cache, "POST", "/admin/reindex")
@@ -614,7 +676,12 @@ def test_stale_if_error_replaces_500(store: Any, clock: FakeClock) -> None:
             return "500 Internal Server Error", JSON, b"{}"
         return numbered(environ)
 
-    cache = build(CountingApp({"/q": failing}), {"/q": {"ttl": 10, "stale_if_error": 60}}, store, clock)
+    cache = build(
+        CountingApp({"/q": failing}),
+        {"/q": {"ttl": 10, "stale_if_error": 60}},
+        store,
+        clock,
+    )
 
     call(cache, "GET", "/q")
     clock.advance(20)
@@ -633,7 +700,12 @@ def test_stale_if_error_replaces_exception(store: Any, clock: FakeClock) -> None
             raise RuntimeError("database down")
         return numbered(environ)
 
-    cache = build(CountingApp({"/q": raising}), {"/q": {"ttl": 10, "stale_if_error": 60}}, store, clock)
+    cache = build(
+        CountingApp({"/q": raising}),
+        {"/q": {"ttl": 10, "stale_if_error": 60}},
+        store,
+        clock,
+    )
 
     call(cache, "GET", "/q")
     clock.advance(20)
@@ -648,7 +720,12 @@ def test_must_revalidate_disables_stale(store: Any, clock: FakeClock) -> None:
             return "503 Service Unavailable", JSON, b"{}"
         return "200 OK", [("Cache-Control", "max-age=10, must-revalidate")], b"x"
 
-    cache = build(CountingApp({"/q": failing}), {"/q": {"ttl": 10, "stale_if_error": 60}}, store, clock)
+    cache = build(
+        CountingApp({"/q": failing}),
+        {"/q": {"ttl": 10, "stale_if_error": 60}},
+        store,
+        clock,
+    )
 
     call(cache, "GET", "/q")
     clock.advance(20)
@@ -688,7 +765,9 @@ def test_concurrent_misses_call_app_once(store: Any, clock: FakeClock) -> None:
 
 def test_shield_builds_cache_from_policy() -> None:
     app = CountingApp({"/q": numbered})
-    shield = Shield(app, {"cache": {}, "routes": [{"id": "q", "path": "/q", "cache": {"ttl": 30}}]})
+    shield = Shield(
+        app, {"cache": {}, "routes": [{"id": "q", "path": "/q", "cache": {"ttl": 30}}]}
+    )
 
     call(shield, "GET", "/q")
     hit = call(shield, "GET", "/q")

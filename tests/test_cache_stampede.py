@@ -48,4 +48,7 @@ def test_four_processes_fill_once(shared_redis_server: RedisServer) -> None:
     assert int(calls or 0) == 1
     assert {status for status, _, _ in results} == {200}
     assert {body for _, body, _ in results} == {'{"call": 1}'}
-    assert sum("detail=collapsed" in status for _, _, status in results) == PROCESSES * THREADS - 1
+    assert (
+        sum("detail=collapsed" in status for _, _, status in results)
+        == PROCESSES * THREADS - 1
+    )

@@ -24,7 +24,12 @@ from wsgishield.middleware.cache import CacheMiddleware
 
 
 def main() -> None:
-    url, prefix, start, threads = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+    url, prefix, start, threads = (
+        sys.argv[1],
+        sys.argv[2],
+        float(sys.argv[3]),
+        int(sys.argv[4]),
+    )
     client = redis.Redis.from_url(url)
 
     def slow_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -48,7 +53,11 @@ def main() -> None:
         response = call(cache, "GET", "/hot")
         with lock:
             results.append(
-                (response.status, response.body.decode(), response.header("Cache-Status") or "")
+                (
+                    response.status,
+                    response.body.decode(),
+                    response.header("Cache-Status") or "",
+                )
             )
 
     pool = [threading.Thread(target=worker) for _ in range(threads)]

@@ -73,7 +73,9 @@ def call(
     environ = make_environ(method, path, query, headers, **options)
     started: list[Any] = []
 
-    def start_response(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+    def start_response(
+        status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Any:
         started[:] = [status, response_headers]
         return lambda data: None
 

@@ -22,7 +22,9 @@ __all__ = ["KeyBuilder", "Target", "canonical_query", "environ_key"]
 
 # RFC 9110 host syntax, loosely: a reg-name, IPv4 or bracketed IPv6, with
 # an optional port. Anything else bypasses the cache instead of being keyed.
-_HOST = re.compile(r"[a-z0-9._~!$&'()*+,;=%-]{1,253}(?::[0-9]{1,5})?|\[[0-9a-f:.]{2,45}\](?::[0-9]{1,5})?")
+_HOST = re.compile(
+    r"[a-z0-9._~!$&'()*+,;=%-]{1,253}(?::[0-9]{1,5})?|\[[0-9a-f:.]{2,45}\](?::[0-9]{1,5})?"
+)
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 _ABSENT = "\x00absent"
 _encode = msgspec.msgpack.Encoder().encode
@@ -47,7 +49,9 @@ def environ_key(header: str) -> str:
 
 
 def canonical_query(
-    query: str, drop_exact: frozenset[str] = frozenset(), drop_prefixes: tuple[str, ...] = ()
+    query: str,
+    drop_exact: frozenset[str] = frozenset(),
+    drop_prefixes: tuple[str, ...] = (),
 ) -> str:
     """Sort a raw query string by parameter name and remove dropped names.
 
@@ -132,7 +136,9 @@ class KeyBuilder:
         values = [environ.get(environ_key(name), _ABSENT) for name in declared_vary]
         return _digest(("GET", *target, self.version, subject, values))
 
-    def variant(self, primary: str, vary: Sequence[str], environ: Mapping[str, Any]) -> str:
+    def variant(
+        self, primary: str, vary: Sequence[str], environ: Mapping[str, Any]
+    ) -> str:
         """Key of one variant of the resource at ``primary``."""
         values = [environ.get(environ_key(name), _ABSENT) for name in vary]
         return _digest((primary, list(vary), values))

@@ -142,7 +142,10 @@ class RedisStore:
         token = secrets.token_hex(8)
         try:
             taken = self.client.set(
-                hash_tagged(self.prefix, key, "cache-lease"), token, nx=True, px=milliseconds
+                hash_tagged(self.prefix, key, "cache-lease"),
+                token,
+                nx=True,
+                px=milliseconds,
             )
         except self._errors as exc:
             raise StoreError(f"cache lease failed: {exc}") from exc
@@ -150,6 +153,8 @@ class RedisStore:
 
     def release_lease(self, key: str, token: str) -> None:
         try:
-            self._release(keys=[hash_tagged(self.prefix, key, "cache-lease")], args=[token])
+            self._release(
+                keys=[hash_tagged(self.prefix, key, "cache-lease")], args=[token]
+            )
         except self._errors as exc:
             raise StoreError(f"cache lease release failed: {exc}") from exc

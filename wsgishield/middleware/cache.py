@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 
 from .. import context, events
 from ..cache.entry import Entry, VaryMarker
-from ..cache.freshness import Storability, assess, parse_cache_control, parse_list
+from ..cache.freshness import Storability, assess, parse_list
 from ..cache.keys import KeyBuilder, Target, environ_key
 from ..cache.memory import MemoryStore
 from ..cache.store import CacheStore
@@ -71,15 +71,30 @@ ERROR_STATUSES = frozenset({500, 502, 503, 504})
 
 #: Request headers the app may read without them being in the key: ``Host``
 #: is keyed, and the connection headers describe the hop, not the resource.
-ALWAYS_KEYED = frozenset({"HTTP_HOST", "HTTP_CONNECTION", "HTTP_UPGRADE", "HTTP_KEEP_ALIVE", "HTTP_TE"})
+ALWAYS_KEYED = frozenset(
+    {"HTTP_HOST", "HTTP_CONNECTION", "HTTP_UPGRADE", "HTTP_KEEP_ALIVE", "HTTP_TE"}
+)
 
 #: Validators removed from the app's environ on a miss, so that the app
 #: returns a full response that can be stored; the cache answers them.
-_CONDITIONAL = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_MATCH", "HTTP_IF_UNMODIFIED_SINCE")
+_CONDITIONAL = (
+    "HTTP_IF_NONE_MATCH",
+    "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_IF_MATCH",
+    "HTTP_IF_UNMODIFIED_SINCE",
+)
 
 # Headers a 304 carries over from the stored response (RFC 9110, 15.4.5).
 _NOT_MODIFIED_HEADERS = frozenset(
-    {"cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified"}
+    {
+        "cache-control",
+        "content-location",
+        "date",
+        "etag",
+        "expires",
+        "vary",
+        "last-modified",
+    }
 )
 
 # After a store error, the cache is bypassed for this long, in seconds, so a
@@ -209,7 +224,14 @@ class CacheMiddleware:
         max_entry_bytes: int = 1024 * 1024,
         statuses: Iterable[int] = (200, 203, 204, 300, 301, 404, 410),
         negative_ttl: float = 10,
-        drop_params: Iterable[str] = ("utm_*", "gclid", "fbclid", "msclkid", "mc_cid", "mc_eid"),
+        drop_params: Iterable[str] = (
+            "utm_*",
+            "gclid",
+            "fbclid",
+            "msclkid",
+            "mc_cid",
+            "mc_eid",
+        ),
         version: str = "1",
         unkeyed_headers: str = "refuse",
         ignore_headers: Iterable[str] = (),
@@ -228,7 +250,9 @@ class CacheMiddleware:
                 "cache.unkeyed_headers", unkeyed_headers, "expected refuse, log or off"
             )
         if max_entry_bytes < 1:
-            raise ConfigurationError("cache.max_entry_bytes", max_entry_bytes, "must be positive")
+            raise ConfigurationError(
+                "cache.max_entry_bytes", max_entry_bytes, "must be positive"
+            )
 
         self.app = app
         self.routes = routes
@@ -266,7 +290,9 @@ class CacheMiddleware:
         self._store_down_until = 0.0
 
     @staticmethod
-    def _compile(route_id: str, rule: RouteCache, ignored: frozenset[str]) -> _RouteSettings:
+    def _compile(
+        route_id: str, rule: RouteCache, ignored: frozenset[str]
+    ) -> _RouteSettings:
         vary = tuple(dict.fromkeys(name.lower() for name in rule.vary))
         keyed = set(ignored) | {environ_key(name) for name in vary}
         if rule.per_identity:
@@ -339,7 +365,9 @@ class CacheMiddleware:
                 reason = "no-identity"
         target = None
         if not reason:
-            scheme = environ.get(context.SCHEME) or environ.get("wsgi.url_scheme", "http")
+            scheme = environ.get(context.SCHEME) or environ.get(
+                "wsgi.url_scheme", "http"
+            )
             target = self.keys.target(environ, scheme)
             if target is None:
                 reason = "invalid-host"
@@ -361,7 +389,12 @@ class CacheMiddleware:
             if -remaining <= entry.stale_while_revalidate:
                 self._refresh_later(environ, settings, target, lookup)
                 return self._serve(
-                    environ, start_response, settings, entry, now, "stale-while-revalidate"
+                    environ,
+                    start_response,
+                    settings,
+                    entry,
+                    now,
+                    "stale-while-revalidate",
                 )
 
         return self._fill(environ, start_response, settings, target, lookup, entry, now)
@@ -385,7 +418,7 @@ class CacheMiddleware:
         settings: _RouteSettings,
         reason: str,
     ) -> Iterable[bytes]:
-        status = f'{self._status["bypass"]}; detail={reason}'
+        status = f"{self._status['bypass']}; detail={reason}"
         per_identity = settings.per_identity
 
         def bypass_start_response(
@@ -428,9 +461,13 @@ class CacheMiddleware:
         cache_headers = [("Age", str(int(entry.age(now)))), ("Cache-Status", status)]
 
         if self._not_modified(environ, entry):
-            context.record_decision(environ, "cache", "cached", "revalidated", settings.route_id)
+            context.record_decision(
+                environ, "cache", "cached", "revalidated", settings.route_id
+            )
             headers = [
-                item for item in entry.headers if item[0].lower() in _NOT_MODIFIED_HEADERS
+                item
+                for item in entry.headers
+                if item[0].lower() in _NOT_MODIFIED_HEADERS
             ]
             start_response("304 Not Modified", [*headers, *cache_headers])
             return [b""]
@@ -475,8 +512,12 @@ class CacheMiddleware:
             filling.wait(self.lock_timeout)
             waited = self._lookup_quietly(environ, settings, target)
             if waited is not None:
-                return self._serve(environ, start_response, settings, waited, self.clock(), "collapsed")
-            return self._forward(environ, start_response, settings, target, lookup, stale, store=False)
+                return self._serve(
+                    environ, start_response, settings, waited, self.clock(), "collapsed"
+                )
+            return self._forward(
+                environ, start_response, settings, target, lookup, stale, store=False
+            )
 
         token = None
         try:
@@ -486,13 +527,26 @@ class CacheMiddleware:
                     waited = self._wait_for_fill(environ, settings, target)
                     if waited is not None:
                         return self._serve(
-                            environ, start_response, settings, waited, self.clock(), "collapsed"
+                            environ,
+                            start_response,
+                            settings,
+                            waited,
+                            self.clock(),
+                            "collapsed",
                         )
                     # The holder failed or is slow: answer without storing.
                     return self._forward(
-                        environ, start_response, settings, target, lookup, stale, store=False
+                        environ,
+                        start_response,
+                        settings,
+                        target,
+                        lookup,
+                        stale,
+                        store=False,
                     )
-            return self._forward(environ, start_response, settings, target, lookup, stale, store=True)
+            return self._forward(
+                environ, start_response, settings, target, lookup, stale, store=True
+            )
         finally:
             if token is not None:
                 self._release_lease(key, token)
@@ -521,7 +575,11 @@ class CacheMiddleware:
         self, environ: WSGIEnvironment, settings: _RouteSettings, target: Target
     ) -> Entry | None:
         """Look the key up again after a wait; only a fresh entry counts."""
-        subject = getattr(environ.get(context.IDENTITY), "subject", None) if settings.per_identity else None
+        subject = (
+            getattr(environ.get(context.IDENTITY), "subject", None)
+            if settings.per_identity
+            else None
+        )
         try:
             entry = self._lookup(environ, settings, target, subject).entry
         except StoreError as exc:
@@ -572,36 +630,68 @@ class CacheMiddleware:
     ) -> Iterable[bytes]:
         """Call the app, store what may be stored, and answer the client."""
         app_environ = self._app_environ(environ, target)
-        stale_usable = stale is not None and -stale.remaining(self.clock()) <= stale.stale_if_error
+        stale_usable = (
+            stale is not None and -stale.remaining(self.clock()) <= stale.stale_if_error
+        )
         try:
             response = self._read(app_environ)
         except Exception:
             if stale_usable and stale is not None:
                 logger.exception("app failed; serving a stale entry (stale-if-error)")
-                return self._serve(environ, start_response, settings, stale, self.clock(), "stale-if-error")
+                return self._serve(
+                    environ,
+                    start_response,
+                    settings,
+                    stale,
+                    self.clock(),
+                    "stale-if-error",
+                )
             raise
 
         code = int(response.status[:3])
-        if stale_usable and stale is not None and code in ERROR_STATUSES and response.rest is None:
+        if (
+            stale_usable
+            and stale is not None
+            and code in ERROR_STATUSES
+            and response.rest is None
+        ):
             _close(response.result)
-            return self._serve(environ, start_response, settings, stale, self.clock(), "stale-if-error")
+            return self._serve(
+                environ, start_response, settings, stale, self.clock(), "stale-if-error"
+            )
 
-        verdict = self._assess(response, settings, app_environ) if store else Storability("collapsed")
+        verdict = (
+            self._assess(response, settings, app_environ)
+            if store
+            else Storability("collapsed")
+        )
         if not verdict.refusal:
             entry = self._store(response, verdict, settings, environ, target, lookup)
             if entry is not None:
                 _close(response.result)
-                headers = [*entry.headers, ("Cache-Status", self._status["miss-stored"])]
+                headers = [
+                    *entry.headers,
+                    ("Cache-Status", self._status["miss-stored"]),
+                ]
                 if self._not_modified(environ, entry):
-                    headers = [item for item in headers if item[0].lower() in _NOT_MODIFIED_HEADERS or item[0] == "Cache-Status"]
+                    headers = [
+                        item
+                        for item in headers
+                        if item[0].lower() in _NOT_MODIFIED_HEADERS
+                        or item[0] == "Cache-Status"
+                    ]
                     start_response("304 Not Modified", headers)
                     return [b""]
                 start_response(entry.status, headers)
-                return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [entry.body]
+                return (
+                    [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [entry.body]
+                )
             verdict = Storability("store-unavailable")
 
         headers = self._downstream(response.headers, settings.per_identity)
-        headers.append(("Cache-Status", f'{self._status["miss"]}; detail={verdict.refusal}'))
+        headers.append(
+            ("Cache-Status", f"{self._status['miss']}; detail={verdict.refusal}")
+        )
         start_response(response.status, headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
             _close(response.result)
@@ -613,7 +703,9 @@ class CacheMiddleware:
         captured: list[Any] = []
         written: list[bytes] = []
 
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        def capture(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
             if exc_info is not None and captured:
                 # Nothing has been sent yet, so the app may replace the
                 # response (PEP 3333), but an error it re-raises must surface.
@@ -673,7 +765,9 @@ class CacheMiddleware:
                 "rule.id": settings.route_id,
                 "url.path": app_environ.get("PATH_INFO", ""),
                 "http.request.method": "GET",
-                "event.outcome": "failure" if self.unkeyed_headers == "refuse" else "success",
+                "event.outcome": "failure"
+                if self.unkeyed_headers == "refuse"
+                else "success",
                 "event.reason": "the app read request headers that are not in the key",
                 "labels.headers": ",".join(names),
             },
@@ -714,12 +808,16 @@ class CacheMiddleware:
             [*verdict.tags, self.keys.uri_tag(target)],
         )
         # Keep stale copies as long as a stale window may still use them.
-        lifetime = verdict.ttl + max(verdict.stale_while_revalidate, verdict.stale_if_error)
+        lifetime = verdict.ttl + max(
+            verdict.stale_while_revalidate, verdict.stale_if_error
+        )
 
         learned = [name for name in verdict.vary if name not in settings.vary]
         try:
             if learned:
-                self.store.set(lookup.primary, VaryMarker(learned), lifetime, entry.tags)
+                self.store.set(
+                    lookup.primary, VaryMarker(learned), lifetime, entry.tags
+                )
                 key = self.keys.variant(lookup.primary, learned, environ)
             else:
                 key = lookup.primary
@@ -729,7 +827,9 @@ class CacheMiddleware:
             return None
         return entry
 
-    def _downstream(self, headers: list[tuple[str, str]], per_identity: bool) -> list[tuple[str, str]]:
+    def _downstream(
+        self, headers: list[tuple[str, str]], per_identity: bool
+    ) -> list[tuple[str, str]]:
         """The app's headers as the client sees them: tag header removed."""
         tag_header = self.tag_header
         kept = [item for item in headers if item[0].lower() != tag_header]
@@ -738,7 +838,11 @@ class CacheMiddleware:
     # -- background refresh (stale-while-revalidate) --------------------------
 
     def _refresh_later(
-        self, environ: WSGIEnvironment, settings: _RouteSettings, target: Target, lookup: _Lookup
+        self,
+        environ: WSGIEnvironment,
+        settings: _RouteSettings,
+        target: Target,
+        lookup: _Lookup,
     ) -> None:
         """Start one background refresh of ``lookup.key`` unless one runs."""
         key = lookup.key
@@ -811,7 +915,10 @@ class CacheMiddleware:
         return self.app(environ, invalidating_start_response)
 
     def _invalidate(
-        self, target: Target, headers: Sequence[tuple[str, str]], environ: WSGIEnvironment
+        self,
+        target: Target,
+        headers: Sequence[tuple[str, str]],
+        environ: WSGIEnvironment,
     ) -> None:
         tags = [self.keys.uri_tag(target)]
         for name, value in headers:
@@ -823,7 +930,14 @@ class CacheMiddleware:
                 continue
             if not parts.path.startswith("/"):
                 continue
-            query = self.keys.target({"HTTP_HOST": target.host, "PATH_INFO": parts.path, "QUERY_STRING": parts.query}, target.scheme)
+            query = self.keys.target(
+                {
+                    "HTTP_HOST": target.host,
+                    "PATH_INFO": parts.path,
+                    "QUERY_STRING": parts.query,
+                },
+                target.scheme,
+            )
             if query is not None:
                 tags.append(self.keys.uri_tag(query))
         try:
@@ -859,7 +973,9 @@ def _build_store(policy: Policy) -> CacheStore:
     from ..stores.redis import connect
 
     if policy.redis is None:
-        raise ConfigurationError("cache.store", "redis", "the redis store needs a [redis] section")
+        raise ConfigurationError(
+            "cache.store", "redis", "the redis store needs a [redis] section"
+        )
     local = MemoryStore(settings.local_bytes) if settings.local_bytes else None
     return RedisStore(
         connect(policy.redis),
