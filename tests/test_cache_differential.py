@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.cache_helpers import CountingApp, FakeClock, build, make_store
+from tests.cache_helpers import CountingApp, FakeClock, build, close_store, make_store
 from tests.support.wsgi import call
 from wsgishield import context
 
@@ -73,7 +73,9 @@ def test_no_response_reaches_other_client(
     )
     clock = FakeClock()
     app = CountingApp(VIEWS)
-    cache = build(app, RULES, make_store(backend, server, clock), clock)
+    store = make_store(backend, server, clock)
+    request.addfinalizer(lambda: close_store(store))
+    cache = build(app, RULES, store, clock)
     rng = random.Random(20261204)
     hits = 0
 

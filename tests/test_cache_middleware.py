@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from tests.cache_helpers import CountingApp, FakeClock, build, json_body, make_store
+from tests.cache_helpers import (
+    CountingApp,
+    FakeClock,
+    build,
+    close_store,
+    json_body,
+    make_store,
+)
 from tests.support.servers import RedisServer
 from tests.support.wsgi import call
 from wsgishield import Shield, context, events
@@ -801,8 +808,12 @@ def test_shield_with_redis_store(shared_redis_server: RedisServer) -> None:
     first = Shield(app, policy)
     second = Shield(app, policy)
 
-    call(first, "GET", "/q")
-    hit = call(second, "GET", "/q")
+    try:
+        call(first, "GET", "/q")
+        hit = call(second, "GET", "/q")
+    finally:
+        for shield in (first, second):
+            close_store(shield.layers[-1].store)
 
     assert app.count("/q") == 1
     assert (hit.header("Cache-Status") or "").startswith("wsgishield; hit")

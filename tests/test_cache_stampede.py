@@ -43,7 +43,8 @@ def test_four_processes_fill_once(shared_redis_server: RedisServer) -> None:
         assert worker.returncode == 0, err.decode()
         results.extend(json.loads(out))
 
-    calls = redis.Redis.from_url(shared_redis_server.url).get(f"{prefix}:app-calls")
+    with redis.Redis.from_url(shared_redis_server.url) as client:
+        calls = client.get(f"{prefix}:app-calls")
     assert len(results) == PROCESSES * THREADS
     assert int(calls or 0) == 1
     assert {status for status, _, _ in results} == {200}

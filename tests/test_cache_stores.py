@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -82,9 +84,26 @@ def test_entry_round_trip() -> None:
 
 
 @pytest.fixture
-def redis_store(shared_redis_server: RedisServer) -> RedisStore:
+def connect() -> Iterator[Callable[..., redis.Redis]]:
+    """Build Redis clients that are closed when the test ends."""
+    clients: list[redis.Redis] = []
+
+    def factory(url: str, **options: Any) -> redis.Redis:
+        client = redis.Redis.from_url(url, **options)
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def redis_store(
+    shared_redis_server: RedisServer, connect: Callable[..., redis.Redis]
+) -> RedisStore:
     return RedisStore(
-        redis.Redis.from_url(shared_redis_server.url), prefix="s" + uuid.uuid4().hex[:8]
+        connect(shared_redis_server.url), prefix="s" + uuid.uuid4().hex[:8]
     )
 
 
@@ -143,9 +162,9 @@ def test_redis_garbage_value_is_miss(redis_store: RedisStore) -> None:
 
 @pytest.mark.redis
 def test_redis_local_tier_serves_without_round_trip(
-    shared_redis_server: RedisServer,
+    shared_redis_server: RedisServer, connect: Callable[..., redis.Redis]
 ) -> None:
-    client = redis.Redis.from_url(shared_redis_server.url)
+    client = connect(shared_redis_server.url)
     store = RedisStore(
         client,
         prefix="l" + uuid.uuid4().hex[:8],
@@ -162,10 +181,10 @@ def test_redis_local_tier_serves_without_round_trip(
 
 
 @pytest.mark.redis
-def test_redis_down_raises_store_error(redis_server: RedisServer) -> None:
-    client = redis.Redis.from_url(
-        redis_server.url, socket_timeout=0.2, socket_connect_timeout=0.2
-    )
+def test_redis_down_raises_store_error(
+    redis_server: RedisServer, connect: Callable[..., redis.Redis]
+) -> None:
+    client = connect(redis_server.url, socket_timeout=0.2, socket_connect_timeout=0.2)
     store = RedisStore(client, prefix="down")
     redis_server.stop()
 
@@ -174,10 +193,10 @@ def test_redis_down_raises_store_error(redis_server: RedisServer) -> None:
 
 
 @pytest.mark.redis
-def test_cache_bypasses_dead_redis(redis_server: RedisServer) -> None:
-    client = redis.Redis.from_url(
-        redis_server.url, socket_timeout=0.2, socket_connect_timeout=0.2
-    )
+def test_cache_bypasses_dead_redis(
+    redis_server: RedisServer, connect: Callable[..., redis.Redis]
+) -> None:
+    client = connect(redis_server.url, socket_timeout=0.2, socket_connect_timeout=0.2)
     app = CountingApp(
         {"/q": lambda e: ("200 OK", [], json_body(call=e["test.call_number"]))}
     )
@@ -198,10 +217,10 @@ def test_cache_bypasses_dead_redis(redis_server: RedisServer) -> None:
 
 
 @pytest.mark.redis
-def test_cache_paused_redis_times_out(redis_server: RedisServer) -> None:
-    client = redis.Redis.from_url(
-        redis_server.url, socket_timeout=0.2, socket_connect_timeout=0.2
-    )
+def test_cache_paused_redis_times_out(
+    redis_server: RedisServer, connect: Callable[..., redis.Redis]
+) -> None:
+    client = connect(redis_server.url, socket_timeout=0.2, socket_connect_timeout=0.2)
     app = CountingApp({"/q": lambda e: ("200 OK", [], b"x")})
     cache = build(
         app, {"/q": {"ttl": 60}}, RedisStore(client, prefix="paused"), FakeClock()

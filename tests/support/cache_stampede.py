@@ -66,6 +66,8 @@ def main() -> None:
     for thread in pool:
         thread.join(60)
     print(json.dumps(results))
+    client.close()
+    cache.store.client.close()  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

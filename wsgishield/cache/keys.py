@@ -27,6 +27,10 @@ _HOST = re.compile(
 )
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 _ABSENT = "\x00absent"
+
+# Requests whose path and query together are longer than this are keyed but
+# not memoised, so a flood of long random URLs cannot fill the memo tables.
+MAX_MEMOISED_TARGET = 512
 _encode = msgspec.msgpack.Encoder().encode
 
 
@@ -82,9 +86,22 @@ def _digest(parts: Sequence[Any]) -> str:
 class KeyBuilder:
     """Builds targets, keys and URI tags for one cache configuration."""
 
-    __slots__ = ("drop_exact", "drop_prefixes", "version")
+    __slots__ = (
+        "_primaries",
+        "_targets",
+        "drop_exact",
+        "drop_prefixes",
+        "memo_size",
+        "version",
+    )
 
-    def __init__(self, *, drop_params: Iterable[str] = (), version: str = "1") -> None:
+    def __init__(
+        self,
+        *,
+        drop_params: Iterable[str] = (),
+        version: str = "1",
+        memo_size: int = 4096,
+    ) -> None:
         exact: set[str] = set()
         prefixes: list[str] = []
         for name in drop_params:
@@ -95,9 +112,43 @@ class KeyBuilder:
         self.drop_exact = frozenset(exact)
         self.drop_prefixes = tuple(prefixes)
         self.version = version
+        self.memo_size = memo_size
+        # Hits repeat the same few URLs, so the parsing and hashing of each
+        # is done once and remembered in these bounded tables.
+        self._targets: dict[tuple[str, ...], Target | None] = {}
+        self._primaries: dict[tuple[Any, ...], str] = {}
+
+    def _remember(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        if len(table) >= self.memo_size:
+            # Evict the oldest entry. Another thread may evict it first,
+            # which is harmless.
+            try:
+                del table[next(iter(table))]
+            except (KeyError, RuntimeError, StopIteration):
+                pass
+        table[key] = value
 
     def target(self, environ: Mapping[str, Any], scheme: str) -> Target | None:
         """Read the request target; ``None`` when the host is not valid."""
+        raw = (
+            scheme,
+            environ.get("HTTP_HOST") or "",
+            environ.get("SERVER_NAME", ""),
+            environ.get("SERVER_PORT", ""),
+            environ.get("SCRIPT_NAME", ""),
+            environ.get("PATH_INFO", ""),
+            environ.get("QUERY_STRING", ""),
+        )
+        try:
+            return self._targets[raw]
+        except KeyError:
+            pass
+        target = self._parse_target(environ, scheme)
+        if len(raw[5]) + len(raw[6]) <= MAX_MEMOISED_TARGET:
+            self._remember(self._targets, raw, target)
+        return target
+
+    def _parse_target(self, environ: Mapping[str, Any], scheme: str) -> Target | None:
         host = environ.get("HTTP_HOST")
         if host is None:
             host = f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
@@ -133,8 +184,21 @@ class KeyBuilder:
         subject: str | None,
     ) -> str:
         """Key of a resource before any ``Vary`` learnt from responses."""
-        values = [environ.get(environ_key(name), _ABSENT) for name in declared_vary]
-        return _digest(("GET", *target, self.version, subject, values))
+        values = tuple(
+            environ.get(environ_key(name), _ABSENT) for name in declared_vary
+        )
+        memo_key = (target, subject, values)
+        try:
+            return self._primaries[memo_key]
+        except KeyError:
+            pass
+        primary = _digest(("GET", *target, self.version, subject, list(values)))
+        if (
+            len(target.path) + len(target.query) <= MAX_MEMOISED_TARGET
+            and sum(len(value) for value in values) <= MAX_MEMOISED_TARGET
+        ):
+            self._remember(self._primaries, memo_key, primary)
+        return primary
 
     def variant(
         self, primary: str, vary: Sequence[str], environ: Mapping[str, Any]
