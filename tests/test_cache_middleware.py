@@ -17,7 +17,7 @@ from tests.cache_helpers import (
     make_store,
 )
 from tests.support.servers import RedisServer
-from tests.support.wsgi import call
+from tests.support.wsgi import call, make_environ
 from wsgishield import Shield, context, events
 
 JSON = [("Content-Type", "application/json")]
@@ -512,6 +512,45 @@ def test_large_body_streamed_not_stored(store: Any, clock: FakeClock) -> None:
 
     assert first.body == b"".join(chunks)
     assert "detail=too-large" in (second.header("Cache-Status") or "")
+
+
+def test_unstorable_stream_not_buffered(store: Any, clock: FakeClock) -> None:
+    pulled: list[int] = []
+
+    def events_stream(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Cache-Control", "no-store")])
+
+        def body() -> Iterator[bytes]:
+            for number in range(3):
+                pulled.append(number)
+                yield b"data: %d\n\n" % number
+
+        return body()
+
+    cache = build(events_stream, {"/events": {"ttl": 60}}, store, clock)
+    result = cache(make_environ("GET", "/events"), lambda *args: None)
+
+    assert pulled == []
+    assert b"".join(result) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+
+
+def test_large_content_length_not_buffered(store: Any, clock: FakeClock) -> None:
+    pulled: list[int] = []
+
+    def download(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Length", "10000")])
+
+        def body() -> Iterator[bytes]:
+            pulled.append(1)
+            yield b"x" * 10000
+
+        return body()
+
+    cache = build(download, {"/file": {"ttl": 60}}, store, clock, max_entry_bytes=1000)
+    result = cache(make_environ("GET", "/file"), lambda *args: None)
+
+    assert pulled == []
+    assert len(b"".join(result)) == 10000
 
 
 def test_passthrough_closes_app_iterable(store: Any, clock: FakeClock) -> None:

@@ -139,10 +139,12 @@ class _Response(NamedTuple):
     headers: list[tuple[str, str]]
     #: Body chunks read so far.
     chunks: list[bytes]
-    #: The rest of the body when it was too large to buffer, else ``None``.
+    #: The rest of the body when it was not buffered, else ``None``.
     rest: Iterator[bytes] | None
     #: The app's iterable, to close once the body has been sent.
     result: Iterable[bytes]
+    #: The verdict on status and headers, when they alone settled it.
+    verdict: Storability | None = None
 
 
 class _Passthrough:
@@ -634,7 +636,7 @@ class CacheMiddleware:
             stale is not None and -stale.remaining(self.clock()) <= stale.stale_if_error
         )
         try:
-            response = self._read(app_environ)
+            response = self._read(app_environ, settings)
         except Exception:
             if stale_usable and stale is not None:
                 logger.exception("app failed; serving a stale entry (stale-if-error)")
@@ -649,12 +651,7 @@ class CacheMiddleware:
             raise
 
         code = int(response.status[:3])
-        if (
-            stale_usable
-            and stale is not None
-            and code in ERROR_STATUSES
-            and response.rest is None
-        ):
+        if stale_usable and stale is not None and code in ERROR_STATUSES:
             _close(response.result)
             return self._serve(
                 environ, start_response, settings, stale, self.clock(), "stale-if-error"
@@ -698,8 +695,13 @@ class CacheMiddleware:
             return [b""]
         return _Passthrough(response.chunks, response.rest, response.result)
 
-    def _read(self, app_environ: WatchedEnviron) -> _Response:
-        """Run the app and read its body up to ``max_entry_bytes``."""
+    def _read(self, app_environ: WatchedEnviron, settings: _RouteSettings) -> _Response:
+        """Run the app and read its body up to ``max_entry_bytes``.
+
+        When the app calls ``start_response`` before returning, as most do,
+        and its status or headers already rule storing out, nothing is
+        buffered: the body streams through as the app produces it.
+        """
         captured: list[Any] = []
         written: list[bytes] = []
 
@@ -708,15 +710,22 @@ class CacheMiddleware:
         ) -> Any:
             if exc_info is not None and captured:
                 # Nothing has been sent yet, so the app may replace the
-                # response (PEP 3333), but an error it re-raises must surface.
+                # response (PEP 3333).
                 captured.clear()
             captured.extend((status, headers))
             return written.append
 
         result = self.app(app_environ, capture)
+        iterator = iter(result)
+        if captured:
+            verdict = self._assess_headers(captured[0], captured[1], settings)
+            if verdict.refusal:
+                return _Response(
+                    captured[0], list(captured[1]), written, iterator, result, verdict
+                )
+
         chunks = written
         size = sum(len(chunk) for chunk in written)
-        iterator = iter(result)
         rest = None
         try:
             for chunk in iterator:
@@ -733,14 +742,17 @@ class CacheMiddleware:
             raise RuntimeError("the application did not call start_response")
         return _Response(captured[0], list(captured[1]), chunks, rest, result)
 
-    def _assess(
-        self, response: _Response, settings: _RouteSettings, app_environ: WatchedEnviron
+    def _assess_headers(
+        self, status: str, headers: list[tuple[str, str]], settings: _RouteSettings
     ) -> Storability:
-        if response.rest is not None:
-            return Storability("too-large")
-        verdict = assess(
-            int(response.status[:3]),
-            response.headers,
+        for name, value in headers:
+            if name.lower() == "content-length":
+                if value.isdigit() and int(value) > self.max_entry_bytes:
+                    return Storability("too-large")
+                break
+        return assess(
+            int(status[:3]),
+            headers,
             statuses=self.statuses,
             negative_ttl=self.negative_ttl,
             default_ttl=settings.ttl,
@@ -750,6 +762,15 @@ class CacheMiddleware:
             tag_header=self.tag_header,
             allow_private=settings.per_identity,
         )
+
+    def _assess(
+        self, response: _Response, settings: _RouteSettings, app_environ: WatchedEnviron
+    ) -> Storability:
+        if response.verdict is not None:
+            return response.verdict
+        if response.rest is not None:
+            return Storability("too-large")
+        verdict = self._assess_headers(response.status, response.headers, settings)
         if verdict.refusal or self.unkeyed_headers == "off":
             return verdict
 
@@ -880,7 +901,7 @@ class CacheMiddleware:
     ) -> None:
         try:
             app_environ = self._app_environ(environ, target)
-            response = self._read(app_environ)
+            response = self._read(app_environ, settings)
             _close(response.result)
             verdict = self._assess(response, settings, app_environ)
             if not verdict.refusal:
