@@ -86,7 +86,9 @@ class RedisSettings(msgspec.Struct, **_STRUCT_OPTIONS):
     )
 
 
-_HEADER_NAME = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")]
+_HEADER_NAME = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+]
 _TAG = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")]
 
 
@@ -120,7 +122,9 @@ class CachePolicy(msgspec.Struct, **_STRUCT_OPTIONS):
     #: Size bound of the memory store, in bytes of stored responses.
     max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 40)] = 64 * 1024 * 1024
     #: Larger responses are streamed through and not stored.
-    max_entry_bytes: Annotated[int, msgspec.Meta(ge=1, le=64 * 1024 * 1024)] = 1024 * 1024
+    max_entry_bytes: Annotated[int, msgspec.Meta(ge=1, le=64 * 1024 * 1024)] = (
+        1024 * 1024
+    )
     #: Statuses that may be stored.
     statuses: list[Annotated[int, msgspec.Meta(ge=200, le=599)]] = msgspec.field(
         default_factory=lambda: [200, 203, 204, 300, 301, 404, 410]
@@ -131,7 +135,14 @@ class CachePolicy(msgspec.Struct, **_STRUCT_OPTIONS):
     #: app sees; a trailing ``*`` matches a prefix.
     drop_params: list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]] = (
         msgspec.field(
-            default_factory=lambda: ["utm_*", "gclid", "fbclid", "msclkid", "mc_cid", "mc_eid"]
+            default_factory=lambda: [
+                "utm_*",
+                "gclid",
+                "fbclid",
+                "msclkid",
+                "mc_cid",
+                "mc_eid",
+            ]
         )
     )
     #: Part of every key: change it on deploy to start from an empty cache.

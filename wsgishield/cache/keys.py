@@ -184,9 +184,11 @@ class KeyBuilder:
         subject: str | None,
     ) -> str:
         """Key of a resource before any ``Vary`` learnt from responses."""
-        values = tuple(
-            environ.get(environ_key(name), _ABSENT) for name in declared_vary
-        )
+        values: tuple[str, ...] = ()
+        if declared_vary:
+            values = tuple(
+                environ.get(environ_key(name), _ABSENT) for name in declared_vary
+            )
         memo_key = (target, subject, values)
         try:
             return self._primaries[memo_key]

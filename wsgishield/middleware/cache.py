@@ -284,6 +284,7 @@ class CacheMiddleware:
             "miss-stored": f"{name}; fwd=miss; stored",
             "miss": f"{name}; fwd=miss",
         }
+        self._hit = f"{name}; hit; ttl="
         # Keys being filled by a thread of this process, and keys with a
         # background refresh running.
         self._filling: dict[str, threading.Event] = {}
@@ -456,13 +457,18 @@ class CacheMiddleware:
         now: float,
         detail: str,
     ) -> Iterable[bytes]:
-        remaining = entry.remaining(now)
-        status = f"{self.name}; hit; ttl={int(remaining)}"
+        age = now - entry.stored_at
+        status = f"{self._hit}{int(entry.ttl - age)}"
         if detail:
             status = f"{status}; detail={detail}"
-        cache_headers = [("Age", str(int(entry.age(now)))), ("Cache-Status", status)]
+        cache_headers = [
+            ("Age", str(int(age)) if age > 0 else "0"),
+            ("Cache-Status", status),
+        ]
 
-        if self._not_modified(environ, entry):
+        if (
+            "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ
+        ) and self._not_modified(environ, entry):
             context.record_decision(
                 environ, "cache", "cached", "revalidated", settings.route_id
             )
