@@ -11,6 +11,7 @@ any client can send.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -122,10 +123,8 @@ class KeyBuilder:
         if len(table) >= self.memo_size:
             # Evict the oldest entry. Another thread may evict it first,
             # which is harmless.
-            try:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
                 del table[next(iter(table))]
-            except (KeyError, RuntimeError, StopIteration):
-                pass
         table[key] = value
 
     def target(self, environ: Mapping[str, Any], scheme: str) -> Target | None:

@@ -51,7 +51,7 @@ from ..cache.keys import KeyBuilder, Target, environ_key
 from ..cache.memory import MemoryStore
 from ..cache.store import CacheStore
 from ..cache.unkeyed import WatchedEnviron
-from ..errors import StoreError
+from ..errors import ConfigurationError, StoreError
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -245,8 +245,6 @@ class CacheMiddleware:
         max_refreshes: int = 4,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        from ..errors import ConfigurationError
-
         if unkeyed_headers not in ("refuse", "log", "off"):
             raise ConfigurationError(
                 "cache.unkeyed_headers", unkeyed_headers, "expected refuse, log or off"
@@ -299,7 +297,7 @@ class CacheMiddleware:
         vary = tuple(dict.fromkeys(name.lower() for name in rule.vary))
         keyed = set(ignored) | {environ_key(name) for name in vary}
         if rule.per_identity:
-            # The subject verified from these is part of the key.
+            # The subject verified from this header is part of the key.
             keyed.add("HTTP_AUTHORIZATION")
         return _RouteSettings(
             route_id,
@@ -996,7 +994,6 @@ def _build_store(policy: Policy) -> CacheStore:
     if settings is None or settings.store == "memory":
         return MemoryStore(settings.max_bytes if settings else 64 * 1024 * 1024)
     from ..cache.redis import RedisStore
-    from ..errors import ConfigurationError
     from ..stores.redis import connect
 
     if policy.redis is None:
