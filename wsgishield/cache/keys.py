@@ -1,9 +1,9 @@
 """Cache keys: what makes two requests ask for the same stored response.
 
-A key hashes the method, the effective scheme and host, the path, the
-canonical query, the version, the verified subject for per-identity routes,
-and the values of the request headers that the route declares or that the
-response named in ``Vary``. The scheme comes from the client-address layer,
+A key hashes the effective scheme and host, the path, the canonical query
+and the version. For per-identity routes it also hashes the verified
+subject, and it hashes the values of the request headers that the route
+declares or that the response named in ``Vary``. The scheme comes from the client-address layer,
 which reads forwarding headers only from trusted proxies; the host comes
 from ``Host`` (or ``SERVER_NAME``), never from ``X-Forwarded-Host``, which
 any client can send.
@@ -36,7 +36,7 @@ _encode = msgspec.msgpack.Encoder().encode
 
 
 class Target(NamedTuple):
-    """The request target as the cache sees it."""
+    """The parts of the request target that the key uses."""
 
     scheme: str
     host: str

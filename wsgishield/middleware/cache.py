@@ -2,7 +2,7 @@
 
 It serves fresh hits, and ``304 Not Modified`` to matching
 ``If-None-Match``, without calling the app, and stores cacheable misses
-after the app answers. Only routes whose policy rule has a ``cache``
+after the app responds. Only routes whose policy rule has a ``cache``
 section are cached, and only responses to ``GET`` and ``HEAD`` (a ``HEAD``
 miss is sent to the app as ``GET`` so that the body can be stored).
 
@@ -76,7 +76,7 @@ ALWAYS_KEYED = frozenset(
 )
 
 #: Validators removed from the app's environ on a miss, so that the app
-#: returns a full response that can be stored; the cache answers them.
+#: returns a full response that can be stored. The cache evaluates them itself.
 _CONDITIONAL = (
     "HTTP_IF_NONE_MATCH",
     "HTTP_IF_MODIFIED_SINCE",
@@ -101,7 +101,7 @@ _NOT_MODIFIED_HEADERS = frozenset(
 # dead Redis costs one timeout per second and process, not one per request.
 STORE_RETRY_AFTER = 1.0
 
-# Longest pause between two looks at the store while another process fills
+# Maximum pause between two reads of the store while another process fills
 # the key, in seconds.
 _POLL_INTERVAL = 0.02
 
@@ -125,7 +125,7 @@ class _RouteSettings(NamedTuple):
 
 
 class _Lookup(NamedTuple):
-    """Where a request's entry lives and what was found there."""
+    """The keys of a request's entry and the entry found there, if any."""
 
     primary: str
     key: str
