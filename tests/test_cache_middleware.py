@@ -859,3 +859,107 @@ def test_shield_with_redis_store(shared_redis_server: RedisServer) -> None:
 
 
 test_shield_with_redis_store = pytest.mark.redis(test_shield_with_redis_store)
+
+
+# -- hostile requests ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [
+        pytest.param("/q?" + "a=1&" * 5000, {}, id="huge-query"),
+        pytest.param("/q?%ff%fe=%00", {}, id="binary-query"),
+        pytest.param("/q", {"If-None-Match": "W/" * 1000}, id="garbage-if-none-match"),
+        pytest.param("/q", {"If-None-Match": ","}, id="empty-etag-list"),
+        pytest.param("/q", {"If-Modified-Since": "\x00" * 100}, id="garbage-date"),
+        pytest.param(
+            "/q", {"If-Modified-Since": "Mon, 99 Foo 99999 99:99:99 GMT"}, id="bad-date"
+        ),
+        pytest.param("/q", {"Accept-Language": "x" * 8000}, id="huge-vary-value"),
+        pytest.param("/q", {"Host": "api.example:99999999"}, id="huge-port"),
+        pytest.param("/q", {"Host": "[::1"}, id="broken-ipv6"),
+    ],
+)
+def test_hostile_request_never_fails(
+    store: Any, clock: FakeClock, target: str, headers: dict[str, str]
+) -> None:
+    def localized(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        return "200 OK", [("Vary", "Accept-Language")], b"x"
+
+    cache = build(CountingApp({"/q": localized}), {"/q": {"ttl": 60}}, store, clock)
+
+    for _ in range(2):
+        response = call(cache, "GET", target, headers)
+        assert response.status in (200, 304)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param([("Vary", ", , ,")], id="empty-vary-items"),
+        pytest.param(
+            [("Vary", ",".join(f"X-H{n}" for n in range(200)))], id="many-vary-names"
+        ),
+        pytest.param(
+            [("Cache-Control", "max-age=99999999999999999999")], id="huge-max-age"
+        ),
+        pytest.param([("Cache-Control", "max-age=-5")], id="negative-max-age"),
+        pytest.param([("Cache-Control", "=,=,max-age")], id="broken-cache-control"),
+        pytest.param([("Surrogate-Key", "{x} \x00 " + "t" * 5000)], id="odd-tags"),
+        pytest.param([("ETag", "")], id="empty-etag"),
+    ],
+)
+def test_odd_app_headers_never_fail(
+    store: Any, clock: FakeClock, headers: list[tuple[str, str]]
+) -> None:
+    cache = build(
+        CountingApp({"/q": lambda e: ("200 OK", headers, b"x")}),
+        {"/q": {"ttl": 60}},
+        store,
+        clock,
+    )
+
+    for _ in range(2):
+        assert call(cache, "GET", "/q").status == 200
+    assert cache.purge("unknown-tag") == 0
+
+
+@pytest.mark.redis
+def test_stale_refresh_once_across_processes(
+    shared_redis_server: RedisServer, clock: FakeClock
+) -> None:
+    release = threading.Event()
+
+    def slow(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        if environ["test.call_number"] > 1:
+            release.wait(10)
+        return numbered(environ)
+
+    app = CountingApp({"/q": slow})
+    rules = {"/q": {"ttl": 10, "stale_while_revalidate": 60}}
+    first_store = make_store("redis", shared_redis_server, clock)
+    # A second store object on the same keys, as another process would have.
+    second_store = make_store("redis", shared_redis_server, clock)
+    second_store.prefix = first_store.prefix
+    caches = [
+        build(app, rules, first_store, clock),
+        build(app, rules, second_store, clock),
+    ]
+    try:
+        call(caches[0], "GET", "/q")
+        clock.advance(15)
+        for _ in range(3):
+            for cache in caches:
+                assert call(cache, "GET", "/q").body == json_body(call=1)
+        release.set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+            cache._refreshing for cache in caches
+        ):
+            time.sleep(0.01)
+    finally:
+        release.set()
+        close_store(first_store)
+        close_store(second_store)
+
+    assert app.count("/q") == 2
