@@ -42,7 +42,7 @@ def store(backend: str, request: pytest.FixtureRequest, clock: FakeClock) -> Any
 
 
 def numbered(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
-    """A view whose body says how many times it ran."""
+    """A view whose body contains how many times it ran."""
     return "200 OK", list(JSON), json_body(call=environ["test.call_number"])
 
 

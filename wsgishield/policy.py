@@ -93,7 +93,7 @@ _TAG = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")]
 
 
 class RouteCache(msgspec.Struct, **_STRUCT_OPTIONS):
-    """How the response cache treats one route (see :mod:`wsgishield.middleware.cache`)."""
+    """Response cache settings of one route (see :mod:`wsgishield.middleware.cache`)."""
 
     #: Freshness lifetime in seconds when the response sets no ``s-maxage`` or
     #: ``max-age``.
@@ -131,8 +131,8 @@ class CachePolicy(msgspec.Struct, **_STRUCT_OPTIONS):
     )
     #: Upper bound on the freshness of 404 and 410 responses, in seconds.
     negative_ttl: Annotated[int, msgspec.Meta(ge=0, le=86_400)] = 10
-    #: Query parameters left out of the key and removed from the query the
-    #: app sees; a trailing ``*`` matches a prefix.
+    #: Query parameters left out of the key and removed from the app's query.
+    #: A trailing ``*`` matches a prefix.
     drop_params: list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]] = (
         msgspec.field(
             default_factory=lambda: [
@@ -158,13 +158,13 @@ class CachePolicy(msgspec.Struct, **_STRUCT_OPTIONS):
     name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,32}$")] = "wsgishield"
     #: Compute a strong ``ETag`` for stored responses that have none.
     etag: bool = True
-    #: Longest wait for a concurrent miss on the same key, in milliseconds.
+    #: Maximum wait for a concurrent fill of the same key, in milliseconds.
     lock_timeout_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 3000
     #: Lifetime of the Redis lease held while one process fills a key.
     lease_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 5000
     #: Bytes of the in-process tier in front of Redis; 0 turns it off.
     local_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 34)] = 0
-    #: Longest time an entry stays in the in-process tier, in milliseconds.
+    #: Maximum time an entry stays in the in-process tier, in milliseconds.
     local_ttl_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1000
     #: Background refreshes (stale-while-revalidate) running at once, per process.
     max_refreshes: Annotated[int, msgspec.Meta(ge=0, le=64)] = 4
