@@ -358,21 +358,8 @@ class CacheMiddleware:
         if settings is None:
             return self.app(environ, start_response)
 
-        reason = self._bypass_reason(environ, settings)
-        subject = None
-        if not reason and settings.per_identity:
-            subject = getattr(environ.get(context.IDENTITY), "subject", None)
-            if not subject:
-                reason = "no-identity"
-        target = None
-        if not reason:
-            scheme = environ.get(context.SCHEME) or environ.get(
-                "wsgi.url_scheme", "http"
-            )
-            target = self.keys.target(environ, scheme)
-            if target is None:
-                reason = "invalid-host"
-        if reason or target is None:
+        target, subject, reason = self._target(environ, settings)
+        if target is None:
             return self._bypass(environ, start_response, settings, reason)
 
         try:
@@ -399,6 +386,27 @@ class CacheMiddleware:
                 )
 
         return self._fill(environ, start_response, settings, target, lookup, entry, now)
+
+    def _target(
+        self, environ: WSGIEnvironment, settings: _RouteSettings
+    ) -> tuple[Target | None, str | None, str]:
+        """Return the request's target and subject, or ``None`` and the
+        reason to bypass the cache."""
+        reason = self._bypass_reason(environ, settings)
+        if reason:
+            return None, None, reason
+
+        subject = None
+        if settings.per_identity:
+            subject = getattr(environ.get(context.IDENTITY), "subject", None)
+            if not subject:
+                return None, None, "no-identity"
+
+        scheme = environ.get(context.SCHEME) or environ.get("wsgi.url_scheme", "http")
+        target = self.keys.target(environ, scheme)
+        if target is None:
+            return None, None, "invalid-host"
+        return target, subject, ""
 
     def _bypass_reason(self, environ: WSGIEnvironment, settings: _RouteSettings) -> str:
         if self._store_down_until and time.monotonic() < self._store_down_until:
