@@ -152,6 +152,17 @@ def test_utm_param_hits_plain_entry(store: Any, clock: FakeClock) -> None:
     assert app.count("/q") == 1
 
 
+def test_dropped_params_removed_from_raw_uri(store: Any, clock: FakeClock) -> None:
+    app = CountingApp({"/q": lambda e: ("200 OK", JSON, json_body(raw=e["RAW_URI"]))})
+    cache = build(app, {"/q": {"ttl": 60}}, store, clock)
+    environ = make_environ("GET", "/q", "utm_source=evil&a=1")
+    environ["RAW_URI"] = "/q?utm_source=evil&a=1"
+
+    body = b"".join(cache(environ, lambda *args: None))
+
+    assert body == json_body(raw="/q?a=1")
+
+
 def test_dropped_params_hidden_from_app(store: Any, clock: FakeClock) -> None:
     app = CountingApp(
         {"/q": lambda e: ("200 OK", JSON, json_body(query=e["QUERY_STRING"]))}
@@ -334,16 +345,28 @@ def test_public_route_serves_cookie_requests(store: Any, clock: FakeClock) -> No
     assert app.count("/q") == 1
 
 
-def test_public_route_reading_cookie_refused(store: Any, clock: FakeClock) -> None:
-    app = CountingApp(
-        {"/q": lambda e: ("200 OK", JSON, json_body(cookie=e.get("HTTP_COOKIE")))}
-    )
+def test_public_route_app_gets_no_credentials(store: Any, clock: FakeClock) -> None:
+    def view(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        return (
+            "200 OK",
+            JSON,
+            json_body(
+                cookie=environ.get("HTTP_COOKIE"),
+                token=environ.get("HTTP_AUTHORIZATION"),
+            ),
+        )
+
+    app = CountingApp({"/q": view})
     cache = build(app, {"/q": {"ttl": 60, "public": True}}, store, clock)
 
-    call(cache, "GET", "/q", {"Cookie": "session=alice"})
+    alice = call(
+        cache, "GET", "/q", {"Cookie": "session=alice", "Authorization": "Bearer a"}
+    )
     anonymous = call(cache, "GET", "/q")
 
-    assert anonymous.body == json_body(cookie=None)
+    assert alice.body == json_body(cookie=None, token=None)
+    assert anonymous.body == json_body(cookie=None, token=None)
+    assert app.count("/q") == 1
 
 
 def test_range_request_bypasses(store: Any, clock: FakeClock) -> None:
@@ -840,7 +863,7 @@ def test_shield_without_cache_section() -> None:
 def test_shield_with_redis_store(shared_redis_server: RedisServer) -> None:
     app = CountingApp({"/q": numbered})
     policy = {
-        "redis": {"url": shared_redis_server.url, "key_prefix": "policy-test"},
+        "redis": {"url": shared_redis_server.url, "key_prefix": "policy-test", "timeout_ms": 1000},
         "cache": {"store": "redis", "local_bytes": 65536},
         "routes": [{"id": "q", "path": "/q", "cache": {"ttl": 30}}],
     }

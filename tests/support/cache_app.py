@@ -33,7 +33,9 @@ def application(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 app = Shield(
     application,
     {
-        "redis": {"key_prefix": _prefix},
+        # Generous, so a loaded test machine does not trip the store-failure
+        # bypass that a 10 ms production timeout would.
+        "redis": {"key_prefix": _prefix, "timeout_ms": 1000},
         "cache": {"store": "redis"},
         "routes": [
             {"id": "items", "path": "/items", "cache": {"ttl": 60}},

@@ -299,6 +299,9 @@ class CacheMiddleware:
         if rule.per_identity:
             # The subject verified from this header is part of the key.
             keyed.add("HTTP_AUTHORIZATION")
+        if rule.public:
+            # Removed from the app's environ, so reading them reads nothing.
+            keyed.update(("HTTP_AUTHORIZATION", "HTTP_COOKIE"))
         return _RouteSettings(
             route_id,
             float(rule.ttl),
@@ -619,16 +622,35 @@ class CacheMiddleware:
             time.sleep(min(interval, left))
             interval = min(interval * 2, _POLL_INTERVAL)
 
-    def _app_environ(self, environ: WSGIEnvironment, target: Target) -> WatchedEnviron:
-        """The environ the app sees on a miss: watched, unconditional, ``GET``."""
+    def _app_environ(
+        self, environ: WSGIEnvironment, settings: _RouteSettings
+    ) -> WatchedEnviron:
+        """Build the environ the app gets on a miss: watched, unconditional,
+        ``GET``, without dropped query parameters, and on ``public`` routes
+        without credentials."""
         app_environ = WatchedEnviron(environ)
         for name in _CONDITIONAL:
             app_environ.pop(name, None)
         app_environ["REQUEST_METHOD"] = "GET"
+        app_environ[context.CACHE] = self
+
+        if settings.public:
+            # The route is declared not to depend on them, and removing them
+            # makes sure it cannot, even through a scan the detector misses.
+            app_environ.pop("HTTP_AUTHORIZATION", None)
+            app_environ.pop("HTTP_COOKIE", None)
+
         query = environ.get("QUERY_STRING", "")
         if query and (self.keys.drop_exact or self.keys.drop_prefixes):
-            app_environ["QUERY_STRING"] = self.keys.strip_query(query)
-        app_environ[context.CACHE] = self
+            stripped = self.keys.strip_query(query)
+            if stripped != query:
+                app_environ["QUERY_STRING"] = stripped
+                # Gunicorn and uWSGI also pass the raw request line.
+                for name in ("RAW_URI", "REQUEST_URI"):
+                    raw = environ.get(name)
+                    if isinstance(raw, str):
+                        path = raw.partition("?")[0]
+                        app_environ[name] = f"{path}?{stripped}" if stripped else path
         return app_environ
 
     def _forward(
@@ -643,7 +665,7 @@ class CacheMiddleware:
         store: bool,
     ) -> Iterable[bytes]:
         """Call the app, store what may be stored, and answer the client."""
-        app_environ = self._app_environ(environ, target)
+        app_environ = self._app_environ(environ, settings)
         stale_usable = (
             stale is not None and -stale.remaining(self.clock()) <= stale.stale_if_error
         )
@@ -912,7 +934,7 @@ class CacheMiddleware:
         token: str,
     ) -> None:
         try:
-            app_environ = self._app_environ(environ, target)
+            app_environ = self._app_environ(environ, settings)
             response = self._read(app_environ, settings)
             _close(response.result)
             verdict = self._assess(response, settings, app_environ)
