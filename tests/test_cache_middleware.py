@@ -834,6 +834,31 @@ def test_concurrent_misses_call_app_once(store: Any, clock: FakeClock) -> None:
     assert bodies == [json_body(call=1)] * 20
 
 
+# -- explain ---------------------------------------------------------------------------------
+
+
+def test_explain_never_stores_or_purges(store: Any, clock: FakeClock) -> None:
+    app = CountingApp({"/q": numbered})
+    cache = build(app, {"/q": {"ttl": 60}}, store, clock)
+    call(cache, "GET", "/q")
+
+    trace: list[Any] = []
+    environ = make_environ("POST", "/q")
+    environ[context.TRACE] = trace
+    b"".join(cache(environ, lambda *args: None))
+    miss_trace: list[Any] = []
+    fresh = make_environ("GET", "/q", "page=9")
+    fresh[context.TRACE] = miss_trace
+    b"".join(cache(fresh, lambda *args: None))
+    hit = call(cache, "GET", "/q")
+    after = call(cache, "GET", "/q?page=9")
+
+    assert (hit.header("Cache-Status") or "").startswith("wsgishield; hit")
+    assert trace[0][:2] == ("cache", "not invalidated while explaining")
+    assert miss_trace[0][:2] == ("cache", "miss")
+    assert "fwd=miss; stored" in (after.header("Cache-Status") or "")
+
+
 # -- the policy path --------------------------------------------------------------------------
 
 
@@ -863,7 +888,11 @@ def test_shield_without_cache_section() -> None:
 def test_shield_with_redis_store(shared_redis_server: RedisServer) -> None:
     app = CountingApp({"/q": numbered})
     policy = {
-        "redis": {"url": shared_redis_server.url, "key_prefix": "policy-test", "timeout_ms": 1000},
+        "redis": {
+            "url": shared_redis_server.url,
+            "key_prefix": "policy-test",
+            "timeout_ms": 1000,
+        },
         "cache": {"store": "redis", "local_bytes": 65536},
         "routes": [{"id": "q", "path": "/q", "cache": {"ttl": 30}}],
     }

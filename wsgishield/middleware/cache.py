@@ -432,6 +432,9 @@ class CacheMiddleware:
     ) -> Iterable[bytes]:
         status = f"{self._status['bypass']}; detail={reason}"
         per_identity = settings.per_identity
+        trace = environ.get(context.TRACE)
+        if trace is not None:
+            trace.append(("cache", "bypass", reason))
 
         def bypass_start_response(
             status_line: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -520,6 +523,15 @@ class CacheMiddleware:
         now: float,
     ) -> Iterable[bytes]:
         """Call the app for a miss, letting one caller per key do it."""
+        trace = environ.get(context.TRACE)
+        if trace is not None:
+            # ``wsgishield explain`` runs a stub app: its response must never
+            # reach a store that real requests share.
+            trace.append(("cache", "miss", "not stored while explaining"))
+            return self._forward(
+                environ, start_response, settings, target, lookup, stale, store=False
+            )
+
         key = lookup.key
         with self._lock:
             filling = self._filling.get(key)
@@ -957,6 +969,10 @@ class CacheMiddleware:
         scheme = environ.get(context.SCHEME) or environ.get("wsgi.url_scheme", "http")
         target = self.keys.target(environ, scheme)
         if target is None:
+            return self.app(environ, start_response)
+        trace = environ.get(context.TRACE)
+        if trace is not None:
+            trace.append(("cache", "not invalidated while explaining", target))
             return self.app(environ, start_response)
         environ[context.CACHE] = self
 
