@@ -33,9 +33,6 @@ class Entry(msgspec.Struct, array_like=True, tag=1):
     last_modified: str = ""
     tags: list[str] = []
 
-    def age(self, now: float) -> float:
-        return max(0.0, now - self.stored_at)
-
     def remaining(self, now: float) -> float:
         """Seconds of freshness left, negative once the entry is stale."""
         return self.ttl - (now - self.stored_at)
