@@ -148,6 +148,8 @@ def assess(
     if ttl is None:
         ttl = _seconds(directives.get("max-age"))
     if ttl is None:
+        # NOTE: ``Expires`` is not read, so an app that only sets it gets
+        # the route's ttl.
         ttl = default_ttl
     if status in (404, 410):
         ttl = min(ttl, negative_ttl)
