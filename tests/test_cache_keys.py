@@ -201,6 +201,40 @@ def test_assess_ttl(status: int, cache_control: str, ttl: float) -> None:
     assert _assess(status, headers).ttl == ttl
 
 
+@pytest.mark.parametrize(
+    ("headers", "ttl"),
+    [
+        pytest.param(
+            [
+                ("Date", "Tue, 01 Dec 2026 10:00:00 GMT"),
+                ("Expires", "Tue, 01 Dec 2026 10:00:30 GMT"),
+            ],
+            30,
+            id="expires-minus-date",
+        ),
+        pytest.param(
+            [
+                ("Date", "Tue, 01 Dec 2026 10:00:00 GMT"),
+                ("Expires", "Tue, 01 Dec 2026 10:00:30 GMT"),
+                ("Cache-Control", "max-age=5"),
+            ],
+            5,
+            id="max-age-beats-expires",
+        ),
+    ],
+)
+def test_assess_expires(headers: list[tuple[str, str]], ttl: float) -> None:
+    assert _assess(200, headers).ttl == ttl
+
+
+@pytest.mark.parametrize(
+    "expires", ["0", "-1", "yesterday", "Tue, 01 Dec 2020 10:00:00 GMT"]
+)
+def test_assess_past_expires_not_stored(expires: str) -> None:
+    verdict = _assess(200, [("Expires", expires)], now=1_800_000_000.0)
+    assert verdict.refusal == "max-age=0"
+
+
 def test_assess_private_allowed_per_identity() -> None:
     assert (
         _assess(200, [("Cache-Control", "private")], allow_private=True).refusal == ""

@@ -7,7 +7,10 @@ freshness lifetime, stale windows, ``Vary`` names, tags and validators.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Collection, Sequence
+from email.utils import parsedate_to_datetime
 from typing import NamedTuple
 
 __all__ = [
@@ -83,6 +86,23 @@ def _seconds(value: str | None) -> float | None:
     return float(min(int(value), 2**31))
 
 
+def _expires_in(expires: str, date: str | None, now: float | None) -> float:
+    """Lifetime from ``Expires`` minus ``Date`` (or now), RFC 9111 4.2.1.
+
+    An invalid ``Expires``, such as ``0``, means already expired (5.3).
+    """
+    try:
+        expires_at = parsedate_to_datetime(expires).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return 0.0
+    base = now if now is not None else time.time()
+    if date is not None:
+        # An invalid Date leaves the local clock as the base.
+        with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+            base = parsedate_to_datetime(date).timestamp()
+    return max(0.0, expires_at - base)
+
+
 def assess(
     status: int,
     headers: Sequence[tuple[str, str]],
@@ -95,6 +115,7 @@ def assess(
     route_tags: Sequence[str],
     tag_header: str,
     allow_private: bool,
+    now: float | None = None,
 ) -> Storability:
     """Decide whether a response may be stored and how.
 
@@ -109,6 +130,7 @@ def assess(
     vary: list[str] = []
     tags: list[str] = list(route_tags)
     etag = last_modified = ""
+    expires = date = None
     kept: list[tuple[str, str]] = []
     for name, value in headers:
         lower = name.lower()
@@ -129,6 +151,10 @@ def assess(
             etag = value.strip()
         elif lower == "last-modified":
             last_modified = value.strip()
+        elif lower == "expires":
+            expires = value
+        elif lower == "date":
+            date = value
         if lower not in HOP_BY_HOP:
             kept.append((name, value))
 
@@ -147,9 +173,9 @@ def assess(
     ttl = _seconds(directives.get("s-maxage"))
     if ttl is None:
         ttl = _seconds(directives.get("max-age"))
+    if ttl is None and expires is not None:
+        ttl = _expires_in(expires, date, now)
     if ttl is None:
-        # NOTE: ``Expires`` is not read, so an app that only sets it gets
-        # the route's ttl.
         ttl = default_ttl
     if status in (404, 410):
         ttl = min(ttl, negative_ttl)

@@ -807,6 +807,7 @@ class CacheMiddleware:
             route_tags=settings.tags,
             tag_header=self.tag_header,
             allow_private=settings.per_identity,
+            now=self.clock(),
         )
 
     def _assess(
