@@ -3,10 +3,12 @@
 A key hashes the effective scheme and host, the path, the canonical query
 and the version. For per-identity routes it also hashes the verified
 subject, and it hashes the values of the request headers that the route
-declares or that the response named in ``Vary``. The scheme comes from the client-address layer,
-which reads forwarding headers only from trusted proxies. The host comes
-from ``Host`` (or ``SERVER_NAME``) and never from ``X-Forwarded-Host``,
-because any client can send that header.
+declares or that the response named in ``Vary``.
+
+The scheme comes from the client-address layer, which reads forwarding
+headers only from trusted proxies. The host comes from ``Host`` (or
+``SERVER_NAME``) and never from ``X-Forwarded-Host``, because any client
+can send that header.
 """
 
 from __future__ import annotations
