@@ -119,6 +119,20 @@ def test_primary_key_parts() -> None:
     assert keys.primary(target, (), environ, None) == base
 
 
+def test_host_spelling_keyed_apart() -> None:
+    keys = KeyBuilder()
+    plain = make_environ(headers={"Host": "api.example"})
+    shouting = make_environ(headers={"Host": "API.EXAMPLE:80"})
+    plain_target = keys.target(plain, "http")
+    shouting_target = keys.target(shouting, "http")
+    assert plain_target is not None
+    assert plain_target == shouting_target
+    assert keys.uri_tag(plain_target) == keys.uri_tag(plain_target)
+    assert keys.primary(plain_target, (), plain, None) != keys.primary(
+        plain_target, (), shouting, None
+    )
+
+
 def test_variant_absent_differs_from_empty() -> None:
     keys = KeyBuilder()
     absent = keys.variant("p", ["x-a"], make_environ())

@@ -190,12 +190,18 @@ class KeyBuilder:
             values = tuple(
                 environ.get(environ_key(name), _ABSENT) for name in declared_vary
             )
-        memo_key = (target, subject, values)
+        # The app sees the Host header as sent, so a spelling that differs
+        # from the normalized host (case, default port) gets its own entry.
+        host = environ.get("HTTP_HOST")
+        sent_host = host if host is not None and host != target.host else None
+        memo_key = (target, subject, values, sent_host)
         try:
             return self._primaries[memo_key]
         except KeyError:
             pass
-        primary = _digest(("GET", *target, self.version, subject, list(values)))
+        primary = _digest(
+            ("GET", *target, self.version, subject, list(values), sent_host)
+        )
         if (
             len(target.path) + len(target.query) <= MAX_MEMOISED_TARGET
             and sum(len(value) for value in values) <= MAX_MEMOISED_TARGET
