@@ -26,6 +26,8 @@ from .db import Database
 POLICY_PATH = Path(__file__).resolve().parent / "shield.toml"
 
 PROBLEM_TYPE_BASE = "urn:wsgishield-example:problem:"
+# Response-cache tag of every page of the item list.
+ITEM_LISTS_TAG = "items-list"
 MAX_NAME_LENGTH = 200
 # Item ids are SQL BIGINTs and offsets stay far below them.
 MAX_ITEM_ID = 2**63 - 1
@@ -76,6 +78,16 @@ def _read_item(payload: Any) -> tuple[str, int] | Any:
     return name, price
 
 
+def purge_item_lists() -> None:
+    """Drop the cached pages of ``GET /items`` after a write.
+
+    The cache invalidates the written item's own URI by itself.
+    """
+    cache = request.environ.get(context.CACHE)
+    if cache is not None:
+        cache.purge(ITEM_LISTS_TAG)
+
+
 def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
@@ -123,7 +135,9 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
                 "Invalid query",
                 "limit is 1 to 1000, offset is 0 to 10^9",
             )
-        return {"items": database.list_items(limit, offset)}
+        items = database.list_items(limit, offset)
+        # The tag lets writes purge every cached page of the list at once.
+        return {"items": items}, 200, {"Surrogate-Key": ITEM_LISTS_TAG}
 
     @app.post("/items")
     def create_item() -> Any:
@@ -131,6 +145,7 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
         if not isinstance(parsed, tuple):
             return parsed
         item = database.create_item(*parsed)
+        purge_item_lists()
         return item, 201, {"Location": f"/items/{item['id']}"}
 
     @app.get(f"/items/<int(max={MAX_ITEM_ID}):item_id>")
@@ -148,12 +163,14 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
         item = database.update_item(item_id, *parsed)
         if item is None:
             return problem(404, "not-found", "Not Found", f"no item {item_id}")
+        purge_item_lists()
         return item
 
     @app.delete(f"/items/<int(max={MAX_ITEM_ID}):item_id>")
     def delete_item(item_id: int) -> Any:
         if not database.delete_item(item_id):
             return problem(404, "not-found", "Not Found", f"no item {item_id}")
+        purge_item_lists()
         return "", 204
 
     @app.get("/admin/stats")
