@@ -529,7 +529,7 @@ class CacheMiddleware:
             # reach a store that real requests share.
             trace.append(("cache", "miss", "not stored while explaining"))
             return self._forward(
-                environ, start_response, settings, target, lookup, stale, store=False
+                environ, start_response, settings, target, lookup, stale, skip="explain"
             )
 
         key = lookup.key
@@ -545,7 +545,13 @@ class CacheMiddleware:
                     environ, start_response, settings, waited, self.clock(), "collapsed"
                 )
             return self._forward(
-                environ, start_response, settings, target, lookup, stale, store=False
+                environ,
+                start_response,
+                settings,
+                target,
+                lookup,
+                stale,
+                skip="fill-timeout",
             )
 
         token = None
@@ -571,10 +577,10 @@ class CacheMiddleware:
                         target,
                         lookup,
                         stale,
-                        store=False,
+                        skip="fill-timeout",
                     )
             return self._forward(
-                environ, start_response, settings, target, lookup, stale, store=True
+                environ, start_response, settings, target, lookup, stale
             )
         finally:
             if token is not None:
@@ -674,9 +680,12 @@ class CacheMiddleware:
         lookup: _Lookup,
         stale: Entry | None,
         *,
-        store: bool,
+        skip: str = "",
     ) -> Iterable[bytes]:
-        """Call the app, store what may be stored, and answer the client."""
+        """Call the app, store what may be stored, and answer the client.
+
+        A non-empty ``skip`` is the reason not to store at all.
+        """
         app_environ = self._app_environ(environ, settings)
         stale_usable = (
             stale is not None and -stale.remaining(self.clock()) <= stale.stale_if_error
@@ -705,8 +714,8 @@ class CacheMiddleware:
 
         verdict = (
             self._assess(response, settings, app_environ)
-            if store
-            else Storability("collapsed")
+            if not skip
+            else Storability(skip)
         )
         if not verdict.refusal:
             entry = self._store(response, verdict, settings, environ, target, lookup)
