@@ -15,19 +15,23 @@ Pairs to compare within one run (same group):
   in-process tier in front of Redis.
 - ``miss``: a cacheable miss (app called, response stored) against the bare
   app, and the unkeyed-input detector's wrapper against a plain dict copy.
+
+``test_hit_ratio`` and ``test_redis_hit_ratio`` time the same pairs in
+alternating rounds and print their ratios; run them without
+``--benchmark-only`` (add ``-s``). The Flask-Caching baseline needs the
+``bench`` extra: ``pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from io import BytesIO
 from typing import Any
 
 import pytest
 
+from bench.conftest import interleaved, report
 from tests.cache_helpers import route_table
 from tests.support.servers import RedisServer
 from wsgishield import Shield
@@ -88,7 +92,7 @@ def bare_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [BODY]
 
 
-# -- hit: shield vs Flask-Caching ------------------------------------------------------------
+# -- hit: shield vs Flask-Caching ----------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +109,9 @@ def shield_app() -> Shield:
 @pytest.fixture(scope="module")
 def flask_caching_app() -> Any:
     from flask import Flask, Response
-    from flask_caching import Cache
+
+    # The baseline lives in the ``bench`` extra: pip install -e '.[bench]'.
+    Cache = pytest.importorskip("flask_caching").Cache
 
     app = Flask("bench")
     cache = Cache(
@@ -139,7 +145,7 @@ def test_hit_bare_app(benchmark: Any) -> None:
     assert benchmark(drive, bare_app, template) == BODY
 
 
-# -- redis: cache hit vs redis-py GET ------------------------------------------------------
+# -- redis: cache hit vs redis-py GET ------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -186,43 +192,6 @@ def test_redis_get_baseline(benchmark: Any, redis_cache: CacheMiddleware) -> Non
 
 
 @pytest.mark.redis
-@pytest.mark.benchmark(group="redis-interleaved")
-def test_redis_hit_get_interleaved(
-    benchmark: Any, redis_cache: CacheMiddleware
-) -> None:
-    """Time hits and GETs alternately, so both see the same machine load.
-
-    Two cores shared with redis-server make separate runs drift apart; the
-    median ratio of this loop is stored in ``extra_info`` and printed.
-    """
-    import statistics
-    import time
-
-    client = redis_cache.store.client  # type: ignore[attr-defined]
-    entry_key = next(
-        key for key in client.scan_iter("bench:*") if key.endswith(b":cache")
-    )
-    template = environ_for("/items")
-    hits: list[float] = []
-    gets: list[float] = []
-
-    def pair() -> None:
-        start = time.perf_counter()
-        drive(redis_cache, template)
-        middle = time.perf_counter()
-        client.get(entry_key)
-        hits.append(middle - start)
-        gets.append(time.perf_counter() - middle)
-
-    benchmark.pedantic(pair, rounds=3000, iterations=1)
-    ratio = statistics.median(hits) / statistics.median(gets)
-    benchmark.extra_info["hit_median_us"] = round(statistics.median(hits) * 1e6, 2)
-    benchmark.extra_info["get_median_us"] = round(statistics.median(gets) * 1e6, 2)
-    benchmark.extra_info["ratio"] = round(ratio, 3)
-    print(f"\ninterleaved: hit/GET median ratio {ratio:.3f}", benchmark.extra_info)
-
-
-@pytest.mark.redis
 @pytest.mark.benchmark(group="redis")
 def test_redis_hit_local_tier(benchmark: Any, redis_server: RedisServer) -> None:
     import redis
@@ -245,7 +214,7 @@ def test_redis_hit_local_tier(benchmark: Any, redis_server: RedisServer) -> None
         client.close()
 
 
-# -- miss: added cost of a stored miss, and of the detector --------------------------------------
+# -- miss: added cost of a stored miss, and of the detector -------------------
 
 
 @pytest.mark.benchmark(group="miss")
@@ -301,9 +270,39 @@ def test_detector_plain_dict(benchmark: Any) -> None:
     benchmark(plain)
 
 
-def test_build_mode_recorded() -> None:
-    import wsgishield
+# -- ratios timed in alternating rounds ----------------------------------------
 
-    print(
-        f"HAS_EXTENSIONS={wsgishield.HAS_EXTENSIONS} pid={os.getpid()} run={uuid.uuid4().hex[:6]}"
+
+def test_hit_ratio(
+    capsys: pytest.CaptureFixture[str], shield_app: Shield, flask_caching_app: Any
+) -> None:
+    template = environ_for("/items")
+    medians = interleaved(
+        {
+            "flask-caching hit": lambda: drive(flask_caching_app, template),
+            "shield memory hit": lambda: drive(shield_app, template),
+            "bare app": lambda: drive(bare_app, template),
+        },
+        number=500,
     )
+    with capsys.disabled():
+        print("\n" + report("cache hit, 1 KB JSON", medians, "flask-caching hit"))
+
+
+@pytest.mark.redis
+def test_redis_hit_ratio(
+    capsys: pytest.CaptureFixture[str], redis_cache: CacheMiddleware
+) -> None:
+    client = redis_cache.store.client  # type: ignore[attr-defined]
+    keys = client.scan_iter("bench:*")
+    entry_key = next(key for key in keys if key.endswith(b":cache"))
+    template = environ_for("/items")
+    medians = interleaved(
+        {
+            "redis-py GET": lambda: client.get(entry_key),
+            "cache hit from Redis": lambda: drive(redis_cache, template),
+        },
+        number=200,
+    )
+    with capsys.disabled():
+        print("\n" + report("Redis hit, 1 KB JSON", medians, "redis-py GET"))
