@@ -46,7 +46,7 @@ def numbered(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes
     return "200 OK", list(JSON), json_body(call=environ["test.call_number"])
 
 
-# -- the five failures seen with Flask-Caching's @cached ------------------------
+# -- the five failures seen with Flask-Caching's @cached -----------------------
 
 
 def test_post_runs_handler_after_cached_get(store: Any, clock: FakeClock) -> None:
@@ -126,7 +126,7 @@ def test_query_string_is_keyed(store: Any, clock: FakeClock) -> None:
     assert call(cache, "GET", "/list?page=2").body == json_body(query="page=2")
 
 
-# -- query canonicalisation -------------------------------------------------------
+# -- query canonicalisation ----------------------------------------------------
 
 
 def test_query_order_hits_same_entry(store: Any, clock: FakeClock) -> None:
@@ -174,7 +174,7 @@ def test_dropped_params_hidden_from_app(store: Any, clock: FakeClock) -> None:
     assert response.body == json_body(query="b=2&a=1")
 
 
-# -- unkeyed input and Vary -----------------------------------------------------------
+# -- unkeyed input and Vary ----------------------------------------------------
 
 
 def echo_header(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -266,7 +266,7 @@ def test_ignored_header_reads_allowed(store: Any, clock: FakeClock) -> None:
     assert app.count("/echo") == 1
 
 
-# -- identity and bypass ------------------------------------------------------------
+# -- identity and bypass -------------------------------------------------------
 
 
 def whoami(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -407,7 +407,7 @@ def test_invalid_host_bypasses(store: Any, clock: FakeClock, host: str) -> None:
     assert "detail=invalid-host" in (response.header("Cache-Status") or "")
 
 
-# -- freshness, validation and HEAD ----------------------------------------------------
+# -- freshness, validation and HEAD --------------------------------------------
 
 
 def test_hit_has_age_and_cache_status(store: Any, clock: FakeClock) -> None:
@@ -607,7 +607,7 @@ def test_tag_header_removed_downstream(store: Any, clock: FakeClock) -> None:
     assert hit.header("Surrogate-Key") is None
 
 
-# -- invalidation, tags and versions ---------------------------------------------------------
+# -- invalidation, tags and versions -------------------------------------------
 
 
 def test_unsafe_request_invalidates_uri(store: Any, clock: FakeClock) -> None:
@@ -713,7 +713,7 @@ def test_version_bump_starts_empty(store: Any, clock: FakeClock) -> None:
     assert app.count("/q") == 2
 
 
-# -- stale-while-revalidate and stale-if-error ---------------------------------------------
+# -- stale-while-revalidate and stale-if-error ---------------------------------
 
 
 def test_stale_while_revalidate_one_refresh(store: Any, clock: FakeClock) -> None:
@@ -807,7 +807,7 @@ def test_must_revalidate_disables_stale(store: Any, clock: FakeClock) -> None:
     assert call(cache, "GET", "/q").status == 503
 
 
-# -- concurrency in one process ---------------------------------------------------------------
+# -- concurrency in one process ------------------------------------------------
 
 
 def test_concurrent_misses_call_app_once(store: Any, clock: FakeClock) -> None:
@@ -834,7 +834,7 @@ def test_concurrent_misses_call_app_once(store: Any, clock: FakeClock) -> None:
     assert bodies == [json_body(call=1)] * 20
 
 
-# -- explain ---------------------------------------------------------------------------------
+# -- explain -------------------------------------------------------------------
 
 
 def test_explain_never_stores_or_purges(store: Any, clock: FakeClock) -> None:
@@ -859,7 +859,7 @@ def test_explain_never_stores_or_purges(store: Any, clock: FakeClock) -> None:
     assert "fwd=miss; stored" in (after.header("Cache-Status") or "")
 
 
-# -- the policy path --------------------------------------------------------------------------
+# -- the policy path -----------------------------------------------------------
 
 
 def test_shield_builds_cache_from_policy() -> None:
@@ -913,7 +913,7 @@ def test_shield_with_redis_store(shared_redis_server: RedisServer) -> None:
 test_shield_with_redis_store = pytest.mark.redis(test_shield_with_redis_store)
 
 
-# -- hostile requests ---------------------------------------------------------------------------
+# -- hostile requests ----------------------------------------------------------
 
 
 @pytest.mark.parametrize(

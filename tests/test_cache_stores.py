@@ -20,7 +20,7 @@ def entry(body: bytes = b"x", ttl: float = 60, stored_at: float = 0.0) -> Entry:
     return Entry("200 OK", [("Content-Type", "text/plain")], body, stored_at, ttl)
 
 
-# -- memory ------------------------------------------------------------------------------
+# -- memory --------------------------------------------------------------------
 
 
 def test_memory_bounded_by_bytes() -> None:
@@ -80,7 +80,7 @@ def test_entry_round_trip() -> None:
     assert decode(encode(VaryMarker(["accept"]))) == VaryMarker(["accept"])
 
 
-# -- redis ---------------------------------------------------------------------------------
+# -- redis ---------------------------------------------------------------------
 
 
 @pytest.fixture
