@@ -133,6 +133,19 @@ def test_host_spelling_keyed_apart() -> None:
     )
 
 
+def test_surrogates_keyed_apart() -> None:
+    keys = KeyBuilder()
+    environ = make_environ(path="/q\udcff")
+    other = make_environ(path="/q\udcfe")
+    target = keys.target(environ, "http")
+    other_target = keys.target(other, "http")
+    assert target is not None
+    assert other_target is not None
+    assert keys.primary(target, (), environ, None) != keys.primary(
+        other_target, (), other, None
+    )
+
+
 def test_variant_absent_differs_from_empty() -> None:
     keys = KeyBuilder()
     absent = keys.variant("p", ["x-a"], make_environ())

@@ -930,6 +930,8 @@ test_shield_with_redis_store = pytest.mark.redis(test_shield_with_redis_store)
         pytest.param("/q", {"Accept-Language": "x" * 8000}, id="huge-vary-value"),
         pytest.param("/q", {"Host": "api.example:99999999"}, id="huge-port"),
         pytest.param("/q", {"Host": "[::1"}, id="broken-ipv6"),
+        pytest.param("/q?a=\udcff", {}, id="surrogate-in-query"),
+        pytest.param("/q", {"Accept-Language": "\udcff"}, id="surrogate-in-header"),
     ],
 )
 def test_hostile_request_never_fails(

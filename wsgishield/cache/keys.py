@@ -83,7 +83,14 @@ def canonical_query(
 def _digest(parts: Sequence[Any]) -> str:
     # msgpack frames every part with its length, so no two different part
     # lists encode alike; 128 bits of BLAKE2b make collisions negligible.
-    return hashlib.blake2b(_encode(parts), digest_size=16).hexdigest()
+    try:
+        data = _encode(parts)
+    except UnicodeEncodeError:
+        # A server that decodes the request with "surrogateescape" can pass
+        # lone surrogates, which UTF-8 cannot encode. repr() escapes them
+        # and starts with "[" or "(", which no msgpack array does.
+        data = repr(parts).encode()
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 class KeyBuilder:
