@@ -104,7 +104,8 @@ def numbered(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes
 def test_cluster_hit_fill_and_purge(cluster_store: RedisStore) -> None:
     paths = [f"/p{number}" for number in range(20)]
     app = CountingApp(dict.fromkeys(paths, numbered))
-    cache = build(app, dict.fromkeys(paths, {"ttl": 60}), cluster_store, FakeClock())
+    rules: dict[str, dict[str, Any] | None] = {path: {"ttl": 60} for path in paths}
+    cache = build(app, rules, cluster_store, FakeClock())
 
     for path in paths:
         call(cache, "GET", path)
