@@ -12,6 +12,7 @@ from .freshness import Storability, parse_cache_control
 from .keys import KeyBuilder, canonical_query
 from .memory import MemoryStore
 from .store import CacheStore
+from .validation import etag_matches, not_modified_since
 
 __all__ = [
     "CacheStore",
@@ -21,5 +22,7 @@ __all__ = [
     "Storability",
     "VaryMarker",
     "canonical_query",
+    "etag_matches",
+    "not_modified_since",
     "parse_cache_control",
 ]

@@ -17,6 +17,7 @@ __all__ = [
     "HOP_BY_HOP",
     "Storability",
     "assess",
+    "mark_private",
     "parse_cache_control",
     "parse_list",
 ]
@@ -202,3 +203,26 @@ def assess(
         last_modified,
         tuple(kept),
     )
+
+
+def mark_private(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Mark a per-identity response ``private`` for caches further down.
+
+    A shared cache between the shield and the client keys by URL alone, so
+    it must not keep a response that belongs to one subject. ``public`` and
+    ``s-maxage`` go; the other directives stay.
+    """
+    directives: list[str] = []
+    rest = []
+    for name, value in headers:
+        if name.lower() == "cache-control":
+            for item in parse_list(value):
+                lower = item.lower()
+                if lower != "public" and not lower.startswith("s-maxage"):
+                    directives.append(item)
+        else:
+            rest.append((name, value))
+    if not any(item.lower() in ("private", "no-store") for item in directives):
+        directives.insert(0, "private")
+    rest.append(("Cache-Control", ", ".join(directives)))
+    return rest

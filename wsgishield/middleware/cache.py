@@ -39,18 +39,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from email.utils import parsedate_to_datetime
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from .. import context, events
 from ..cache.entry import Entry, VaryMarker
-from ..cache.freshness import Storability, assess, parse_list
+from ..cache.freshness import Storability, assess, mark_private
 from ..cache.keys import KeyBuilder, Target, environ_key
 from ..cache.memory import MemoryStore
 from ..cache.store import CacheStore
 from ..cache.unkeyed import WatchedEnviron
+from ..cache.validation import NOT_MODIFIED_HEADERS, etag_matches, not_modified_since
 from ..errors import ConfigurationError, StoreError
 
 if TYPE_CHECKING:
@@ -82,19 +82,6 @@ _CONDITIONAL = (
     "HTTP_IF_MODIFIED_SINCE",
     "HTTP_IF_MATCH",
     "HTTP_IF_UNMODIFIED_SINCE",
-)
-
-# Headers a 304 carries over from the stored response (RFC 9110, 15.4.5).
-_NOT_MODIFIED_HEADERS = frozenset(
-    {
-        "cache-control",
-        "content-location",
-        "date",
-        "etag",
-        "expires",
-        "vary",
-        "last-modified",
-    }
 )
 
 # After a store error, the cache is bypassed for this long, in seconds, so a
@@ -174,43 +161,6 @@ def _close(result: Iterable[bytes]) -> None:
     close = getattr(result, "close", None)
     if close is not None:
         close()
-
-
-def _etag_matches(header: str, etag: str) -> bool:
-    """Weak comparison of ``If-None-Match`` against ``etag`` (RFC 9110, 13.1.2)."""
-    if header.strip() == "*":
-        return True
-    opaque = etag.removeprefix("W/")
-    return any(item.removeprefix("W/") == opaque for item in parse_list(header))
-
-
-def _not_modified_since(header: str, last_modified: str) -> bool:
-    try:
-        return parsedate_to_datetime(last_modified) <= parsedate_to_datetime(header)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return False
-
-
-def _private_cache_control(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Mark a per-identity response ``private`` for caches further down.
-
-    A shared cache between the shield and the client keys by URL alone, so
-    it must not keep a response that belongs to one subject.
-    """
-    directives: list[str] = []
-    rest = []
-    for name, value in headers:
-        if name.lower() == "cache-control":
-            for item in parse_list(value):
-                lower = item.lower()
-                if lower != "public" and not lower.startswith("s-maxage"):
-                    directives.append(item)
-        else:
-            rest.append((name, value))
-    if not any(item.lower() in ("private", "no-store") for item in directives):
-        directives.insert(0, "private")
-    rest.append(("Cache-Control", ", ".join(directives)))
-    return rest
 
 
 class CacheMiddleware:
@@ -487,7 +437,7 @@ class CacheMiddleware:
             headers = [
                 item
                 for item in entry.headers
-                if item[0].lower() in _NOT_MODIFIED_HEADERS
+                if item[0].lower() in NOT_MODIFIED_HEADERS
             ]
             start_response("304 Not Modified", [*headers, *cache_headers])
             return [b""]
@@ -504,10 +454,10 @@ class CacheMiddleware:
             return False
         if_none_match = environ.get("HTTP_IF_NONE_MATCH")
         if if_none_match is not None:
-            return bool(entry.etag) and _etag_matches(if_none_match, entry.etag)
+            return bool(entry.etag) and etag_matches(if_none_match, entry.etag)
         if_modified_since = environ.get("HTTP_IF_MODIFIED_SINCE")
         if if_modified_since is not None and entry.last_modified:
-            return _not_modified_since(if_modified_since, entry.last_modified)
+            return not_modified_since(if_modified_since, entry.last_modified)
         return False
 
     # -- misses -------------------------------------------------------------
@@ -729,7 +679,7 @@ class CacheMiddleware:
                     headers = [
                         item
                         for item in headers
-                        if item[0].lower() in _NOT_MODIFIED_HEADERS
+                        if item[0].lower() in NOT_MODIFIED_HEADERS
                         or item[0] == "Cache-Status"
                     ]
                     start_response("304 Not Modified", headers)
@@ -870,7 +820,7 @@ class CacheMiddleware:
             etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
             headers.append(("ETag", etag))
         if settings.per_identity:
-            headers = _private_cache_control(headers)
+            headers = mark_private(headers)
 
         entry = Entry(
             response.status,
@@ -910,7 +860,7 @@ class CacheMiddleware:
         """The app's headers as the client sees them: tag header removed."""
         tag_header = self.tag_header
         kept = [item for item in headers if item[0].lower() != tag_header]
-        return _private_cache_control(kept) if per_identity else kept
+        return mark_private(kept) if per_identity else kept
 
     # -- background refresh (stale-while-revalidate) --------------------------
 
