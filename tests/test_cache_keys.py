@@ -5,8 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.wsgi import make_environ
-from wsgishield.cache.freshness import assess, parse_cache_control
+from wsgishield.cache.freshness import assess, mark_private, parse_cache_control
 from wsgishield.cache.keys import KeyBuilder, canonical_query
+from wsgishield.cache.validation import etag_matches, not_modified_since
 
 DROP = KeyBuilder(drop_params=["utm_*", "gclid"]).drop_exact
 PREFIXES = KeyBuilder(drop_params=["utm_*", "gclid"]).drop_prefixes
@@ -311,3 +312,47 @@ def test_parse_cache_control() -> None:
         "private": "set-cookie",
         "no-store": "",
     }
+
+
+@pytest.mark.parametrize(
+    ("header", "etag", "expected"),
+    [
+        pytest.param('"v1"', '"v1"', True, id="same"),
+        pytest.param('W/"v1"', '"v1"', True, id="weak-request"),
+        pytest.param('"v1"', 'W/"v1"', True, id="weak-entry"),
+        pytest.param('"v0", "v1"', '"v1"', True, id="in-list"),
+        pytest.param("*", '"v1"', True, id="star"),
+        pytest.param('"v2"', '"v1"', False, id="other"),
+        pytest.param("", '"v1"', False, id="empty"),
+        pytest.param("v1", '"v1"', False, id="unquoted"),
+    ],
+)
+def test_etag_matches(header: str, etag: str, expected: bool) -> None:
+    assert etag_matches(header, etag) is expected
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        pytest.param("Tue, 01 Dec 2026 10:00:00 GMT", True, id="same-time"),
+        pytest.param("Wed, 02 Dec 2026 10:00:00 GMT", True, id="later"),
+        pytest.param("Mon, 30 Nov 2026 10:00:00 GMT", False, id="earlier"),
+        pytest.param("not a date", False, id="invalid"),
+        pytest.param("Tue, 01 Dec 2026 10:00:00", False, id="naive-date"),
+    ],
+)
+def test_not_modified_since(header: str, expected: bool) -> None:
+    assert not_modified_since(header, "Tue, 01 Dec 2026 10:00:00 GMT") is expected
+
+
+def test_mark_private() -> None:
+    headers = [("Cache-Control", "public, max-age=60, s-maxage=600"), ("ETag", '"x"')]
+
+    marked = mark_private(headers)
+
+    assert marked == [("ETag", '"x"'), ("Cache-Control", "private, max-age=60")]
+    assert mark_private([("Cache-Control", "no-store")])[-1] == (
+        "Cache-Control",
+        "no-store",
+    )
+    assert mark_private([])[-1] == ("Cache-Control", "private")
