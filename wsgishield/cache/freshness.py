@@ -1,4 +1,4 @@
-"""Which responses a shared cache may store, and for how long (RFC 9111).
+"""Storage rules: the responses a shared cache may store, and their lifetime (RFC 9111).
 
 :func:`assess` reads a response's status and headers once and returns a
 :class:`Storability`: either the reason it must not be stored, or its

@@ -1,6 +1,6 @@
 """Validation: when a stored response satisfies a conditional request (RFC 9110).
 
-A cache that holds a response with an ``ETag`` or ``Last-Modified`` sends
+A cache that stores a response with an ``ETag`` or ``Last-Modified`` sends
 ``304 Not Modified`` to a request whose ``If-None-Match`` or
 ``If-Modified-Since`` shows that the client already has it.
 """

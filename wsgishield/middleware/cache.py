@@ -519,7 +519,7 @@ class CacheMiddleware:
                             self.clock(),
                             "collapsed",
                         )
-                    # The holder failed or is slow: answer without storing.
+                    # The holder failed or is slow, so respond without storing.
                     return self._forward(
                         environ,
                         start_response,
@@ -632,7 +632,7 @@ class CacheMiddleware:
         *,
         skip: str = "",
     ) -> Iterable[bytes]:
-        """Call the app, store what may be stored, and answer the client.
+        """Call the app, store what may be stored, and respond to the client.
 
         A non-empty ``skip`` is the reason not to store at all.
         """
@@ -857,7 +857,7 @@ class CacheMiddleware:
     def _downstream(
         self, headers: list[tuple[str, str]], per_identity: bool
     ) -> list[tuple[str, str]]:
-        """The app's headers as the client sees them: tag header removed."""
+        """Return the app's headers for the client, without the tag header."""
         tag_header = self.tag_header
         kept = [item for item in headers if item[0].lower() != tag_header]
         return mark_private(kept) if per_identity else kept
@@ -1004,7 +1004,9 @@ def _build_store(policy: Policy) -> CacheStore:
 
     if policy.redis is None:
         raise ConfigurationError(
-            "cache.store", "redis", "the redis store needs a [redis] section"
+            "cache.store",
+            "redis",
+            'the redis store needs a [redis] section; add one or use store = "memory"',
         )
     local = MemoryStore(settings.local_bytes) if settings.local_bytes else None
     return RedisStore(
