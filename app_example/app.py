@@ -35,6 +35,8 @@ from .tokens import TokenService
 POLICY_PATH = Path(__file__).resolve().parent / "shield.toml"
 
 PROBLEM_TYPE_BASE = "urn:wsgishield-example:problem:"
+# Response-cache tag of every page of the item list.
+ITEM_LISTS_TAG = "items-list"
 MAX_NAME_LENGTH = 200
 # Item ids are SQL BIGINTs and offsets stay far below them.
 MAX_ITEM_ID = 2**63 - 1
@@ -111,6 +113,14 @@ def _credentials(payload: Any, *names: str) -> tuple[str, ...] | None:
             return None
         values.append(value)
     return tuple(values)
+def purge_item_lists() -> None:
+    """Drop the cached pages of ``GET /items`` after a write.
+
+    The cache invalidates the written item's own URI by itself.
+    """
+    cache = request.environ.get(context.CACHE)
+    if cache is not None:
+        cache.purge(ITEM_LISTS_TAG)
 
 
 def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
@@ -163,7 +173,9 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
                 "Invalid query",
                 "limit is 1 to 1000, offset is 0 to 10^9",
             )
-        return {"items": database.list_items(limit, offset)}
+        items = database.list_items(limit, offset)
+        # The tag lets writes purge every cached page of the list at once.
+        return {"items": items}, 200, {"Surrogate-Key": ITEM_LISTS_TAG}
 
     @app.post("/items")
     def create_item() -> Any:
@@ -171,6 +183,7 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
         if not isinstance(parsed, tuple):
             return parsed
         item = database.create_item(*parsed)
+        purge_item_lists()
         return item, 201, {"Location": f"/items/{item['id']}"}
 
     @app.get(f"/items/<int(max={MAX_ITEM_ID}):item_id>")
@@ -188,12 +201,14 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
         item = database.update_item(item_id, *parsed)
         if item is None:
             return problem(404, "not-found", "Not Found", f"no item {item_id}")
+        purge_item_lists()
         return item
 
     @app.delete(f"/items/<int(max={MAX_ITEM_ID}):item_id>")
     def delete_item(item_id: int) -> Any:
         if not database.delete_item(item_id):
             return problem(404, "not-found", "Not Found", f"no item {item_id}")
+        purge_item_lists()
         return "", 204
 
     @app.post("/auth/login")

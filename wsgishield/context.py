@@ -10,6 +10,7 @@ from collections.abc import MutableMapping
 from typing import Any, NamedTuple
 
 __all__ = [
+    "CACHE",
     "CLIENT",
     "CLIENT_IP",
     "DECISION",
@@ -35,6 +36,10 @@ ROUTE = "wsgishield.route"
 
 #: The verified identity, set by the authentication layer.
 IDENTITY = "wsgishield.identity"
+
+#: The response cache middleware, for the app to purge tags with
+#: ``environ[CACHE].purge("tag", ...)``; set on requests the cache handles.
+CACHE = "wsgishield.cache"
 
 #: A list that layers append ``(layer, decision, detail)`` tuples to when it
 #: is present; ``wsgishield explain`` sets it, normal requests do not.

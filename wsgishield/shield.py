@@ -19,6 +19,7 @@ from .errors import ConfigurationError
 from .middleware import (
     AccessMiddleware,
     AuthMiddleware,
+    CacheMiddleware,
     ClientAddressMiddleware,
     RouteMiddleware,
 )
@@ -44,6 +45,7 @@ LAYERS: tuple[type[_Layer], ...] = (
     RouteMiddleware,
     AccessMiddleware,
     AuthMiddleware,
+    CacheMiddleware,
 )
 
 

@@ -7,6 +7,7 @@ file is named by ``WSGISHIELD_TEST_POLICY``; the Redis URL comes from
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -21,5 +22,9 @@ def bare_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok\n"]
 
+
+# The deployment decides where wsgishield's records go; here, to stderr,
+# which the tests read from Gunicorn's log.
+logging.basicConfig(level=logging.WARNING)
 
 app = Shield(bare_app, os.environ["WSGISHIELD_TEST_POLICY"])

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from .access import AccessMiddleware
 from .auth import AuthMiddleware
+from .cache import CacheMiddleware
 from .client import ClientAddressMiddleware
 from .routes import RouteMiddleware
 
 __all__ = [
     "AccessMiddleware",
     "AuthMiddleware",
+    "CacheMiddleware",
     "ClientAddressMiddleware",
     "RouteMiddleware",
 ]
