@@ -10,6 +10,7 @@ from collections.abc import MutableMapping
 from typing import Any, NamedTuple
 
 __all__ = [
+    "BODY",
     "CLIENT",
     "CLIENT_IP",
     "DECISION",
@@ -35,6 +36,9 @@ ROUTE = "wsgishield.route"
 
 #: The verified identity, set by the authentication layer.
 IDENTITY = "wsgishield.identity"
+
+#: The request body decoded into the route's schema by the request limits layer.
+BODY = "wsgishield.body"
 
 #: A list that layers append ``(layer, decision, detail)`` tuples to when it
 #: is present; ``wsgishield explain`` sets it, normal requests do not.

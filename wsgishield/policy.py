@@ -23,7 +23,17 @@ import msgspec
 from .errors import ConfigurationError
 from .problem import PROBLEM_TYPE_BASE
 
-__all__ = ["ClientPolicy", "Policy", "RedisSettings", "RouteRule", "load_policy"]
+__all__ = [
+    "ClientPolicy",
+    "HeadersPolicy",
+    "Policy",
+    "RedisSettings",
+    "RequestPolicy",
+    "RouteHeaders",
+    "RouteRequest",
+    "RouteRule",
+    "load_policy",
+]
 
 _STRUCT_OPTIONS: dict[str, Any] = {
     "forbid_unknown_fields": True,
@@ -78,6 +88,87 @@ class RedisSettings(msgspec.Struct, **_STRUCT_OPTIONS):
     )
 
 
+_Method = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{1,20}$")]
+_MediaRange = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9!#$&^_.+-]+/(\*|[a-z0-9!#$&^_.+-]+)$")]
+_Bytes = Annotated[int, msgspec.Meta(ge=0, le=1 << 40)]
+
+
+class RequestPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
+    """Request limits for every request (see :mod:`wsgishield.request_limits`).
+
+    Routes override single keys with their ``request`` table.
+    """
+
+    #: Methods accepted; others get 405 with ``Allow``. TRACE and CONNECT are
+    #: left out because an API has no use for them.
+    methods: list[_Method] = msgspec.field(
+        default_factory=lambda: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    )
+    #: Longest request target (path and query) in bytes; longer gets 414.
+    max_url_bytes: Annotated[int, msgspec.Meta(ge=64, le=1_048_576)] = 8192
+    #: Most header fields; more gets 431.
+    max_headers: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    #: Most bytes of all header names and values together; more gets 431.
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=256, le=1_048_576)] = 32768
+    #: Largest body in bytes, on the wire and after decompression; more gets 413.
+    max_body: _Bytes = 1_048_576
+    #: Media types a body may have (``type/*`` allowed); empty accepts any.
+    content_types: list[_MediaRange] = []
+    #: Deepest JSON nesting accepted before any decoder runs.
+    json_max_depth: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 64
+    #: Most JSON tokens (values and keys) accepted before any decoder runs.
+    json_max_tokens: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 200_000
+    #: Inflate ``Content-Encoding: gzip`` or ``deflate`` bodies; off rejects them with 415.
+    decompress: bool = False
+    #: Largest inflated-to-compressed size ratio accepted; more gets 413.
+    max_inflate_ratio: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 100
+
+
+class RouteRequest(msgspec.Struct, **_STRUCT_OPTIONS):
+    """A route's request limits; unset keys keep the global value."""
+
+    methods: list[_Method] | None = None
+    max_body: _Bytes | None = None
+    content_types: list[_MediaRange] | None = None
+    #: A ``msgspec.Struct`` that JSON bodies must decode to, as ``"module:Name"``.
+    schema: Annotated[str, msgspec.Meta(pattern=r"^[\w.]+:[\w.]+$")] | None = None
+    json_max_depth: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    json_max_tokens: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] | None = None
+    decompress: bool | None = None
+    max_inflate_ratio: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
+
+
+class HeadersPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
+    """Security headers on every response (see :mod:`wsgishield.security_headers`)."""
+
+    #: ``api`` for JSON APIs, ``html`` for pages (adds a CSP for documents).
+    profile: Literal["api", "html"] = "api"
+    #: ``Strict-Transport-Security`` max-age in seconds, sent on https only; 0 disables it.
+    hsts_max_age: Annotated[int, msgspec.Meta(ge=0, le=63_072_000)] = 31_536_000
+    hsts_include_subdomains: bool = True
+    hsts_preload: bool = False
+    #: Replaces the ``html`` profile's Content-Security-Policy.
+    content_security_policy: str | None = None
+    #: Extra response headers to add, or to replace a profile header's value.
+    extra: dict[str, str] = {}
+    #: Response headers to remove because they fingerprint the stack.
+    remove: list[str] = msgspec.field(default_factory=lambda: ["Server", "X-Powered-By"])
+    #: Send ``Cache-Control: no-store`` on authenticated responses.
+    no_store_authenticated: bool = True
+    #: Answer an exception the app raises before responding with a 500
+    #: problem that carries the profile headers, logging the traceback.
+    catch_errors: bool = True
+
+
+class RouteHeaders(msgspec.Struct, **_STRUCT_OPTIONS):
+    """A route's security headers; unset keys keep the global value."""
+
+    profile: Literal["api", "html"] | None = None
+    #: ``app`` keeps the app's own ``Cache-Control`` on authenticated
+    #: responses, for routes whose cache policy allows private caching.
+    authenticated_cache: Literal["no-store", "app"] | None = None
+
+
 class RouteRule(msgspec.Struct, **_STRUCT_OPTIONS):
     """One route rule; later rules only apply when earlier ones do not match."""
 
@@ -87,6 +178,10 @@ class RouteRule(msgspec.Struct, **_STRUCT_OPTIONS):
     path: str
     #: HTTP methods the rule applies to; empty means all.
     methods: list[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{1,20}$")]] = []
+    #: Request limits for this route.
+    request: RouteRequest | None = None
+    #: Security headers for this route.
+    headers: RouteHeaders | None = None
 
 
 class Policy(msgspec.Struct, **_STRUCT_OPTIONS):
@@ -98,6 +193,10 @@ class Policy(msgspec.Struct, **_STRUCT_OPTIONS):
     routes: list[RouteRule] = []
     #: Size of the (method, path) to route memo table.
     route_cache_size: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 4096
+    #: Request limits and validation; off when unset and no route sets any.
+    request: RequestPolicy | None = None
+    #: Security headers; off when unset and no route sets any.
+    headers: HeadersPolicy | None = None
     #: Prefix of every problem ``type`` URI.
     problem_type_base: str = PROBLEM_TYPE_BASE
 

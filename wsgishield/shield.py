@@ -16,7 +16,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from .errors import ConfigurationError
-from .middleware import ClientAddressMiddleware, RouteMiddleware
+from .middleware import (
+    ClientAddressMiddleware,
+    RequestLimitsMiddleware,
+    RouteMiddleware,
+    SecurityHeadersMiddleware,
+)
 from .policy import Policy, PolicySource, load_policy
 from .routes import Route, RouteTable
 
@@ -37,6 +42,9 @@ class _Layer(Protocol):
 LAYERS: tuple[type[_Layer], ...] = (
     ClientAddressMiddleware,
     RouteMiddleware,
+    # Outside every layer that can reject, so rejections carry the headers too.
+    SecurityHeadersMiddleware,
+    RequestLimitsMiddleware,
 )
 
 

@@ -9,6 +9,13 @@ or ``None`` when the policy leaves that layer off.
 from __future__ import annotations
 
 from .client import ClientAddressMiddleware
+from .headers import SecurityHeadersMiddleware
+from .request import RequestLimitsMiddleware
 from .routes import RouteMiddleware
 
-__all__ = ["ClientAddressMiddleware", "RouteMiddleware"]
+__all__ = [
+    "ClientAddressMiddleware",
+    "RequestLimitsMiddleware",
+    "RouteMiddleware",
+    "SecurityHeadersMiddleware",
+]

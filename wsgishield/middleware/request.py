@@ -1,0 +1,532 @@
+"""Request limits middleware: reject malformed or oversize requests early.
+
+Per request, cheapest first: the method (405 with ``Allow``), the length of
+the request target (414), the number and size of header fields (431), the
+body framing (400, 411), the declared body size (413), the media type and
+content coding (415). Then the body:
+
+- A JSON body, a compressed body and every body of a route with a schema is
+  read here, within the limit, and handed to the app as a fresh
+  ``wsgi.input`` with an exact ``CONTENT_LENGTH``. JSON is pre-scanned for
+  depth and tokens before any decoder sees it (400), then decoded into the
+  route's schema (400 for malformed JSON, 422 for a mismatch). The decoded
+  object goes under ``wsgishield.body``.
+- Any other body streams to the app through a ``wsgi.input`` that enforces
+  the limit while the app reads. If the app reads past the limit, or the
+  body ends before its ``Content-Length``, the client gets 413 or 400 in
+  place of whatever the app answered, unless the app had already sent its
+  response headers through ``write()``.
+
+The reverse proxy should enforce the same body limit (nginx
+``client_max_body_size``) so that an oversize upload is cut at the edge; this
+layer is the guarantee behind it, per route and whatever the server.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .. import context, events
+from .._fast.jsonscan import OK, TOO_DEEP, scan_json
+from ..errors import ConfigurationError
+from ..policy import RequestPolicy, RouteRequest
+from ..problem import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, Problem
+from ..request_limits import (
+    LimitedInput,
+    RequestBodyError,
+    content_coding,
+    header_totals,
+    inflate,
+    is_json,
+    media_type,
+    parse_content_length,
+    read_body,
+    request_target_length,
+)
+from ..schemas import BodySchema, SchemaError, registered_schemas, resolve_schema
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from ..policy import Policy
+    from ..routes import RouteTable
+
+__all__ = ["RequestLimitsMiddleware"]
+
+# Methods whose body a schema validates; a schema route's GET or DELETE
+# carries no body to check.
+SCHEMA_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+_DEFAULTS = RequestPolicy()
+_encode = msgspec.json.Encoder().encode
+
+
+class _RouteLimits:
+    """The limits of one route (or the defaults), merged and precomputed."""
+
+    __slots__ = (
+        "content_types",
+        "decompress",
+        "json_max_depth",
+        "json_max_tokens",
+        "max_body",
+        "max_inflate_ratio",
+        "method_not_allowed",
+        "methods",
+        "route_id",
+        "schema",
+        "type_prefixes",
+        "unsupported_media_type",
+    )
+
+    def __init__(
+        self,
+        route_id: str | None,
+        defaults: RequestPolicy,
+        override: RouteRequest | None,
+        schema: type[msgspec.Struct] | None,
+        type_base: str,
+    ) -> None:
+        def pick(name: str) -> Any:
+            value = getattr(override, name, None) if override is not None else None
+            return getattr(defaults, name) if value is None else value
+
+        self.route_id = route_id
+        methods = set(pick("methods"))
+        # HEAD is GET without a body (RFC 9110, section 9.3.2).
+        if "GET" in methods:
+            methods.add("HEAD")
+        self.methods = frozenset(methods)
+        self.max_body: int = pick("max_body")
+        self.json_max_depth: int = pick("json_max_depth")
+        self.json_max_tokens: int = pick("json_max_tokens")
+        self.decompress: bool = pick("decompress")
+        self.max_inflate_ratio: int = pick("max_inflate_ratio")
+        self.schema = BodySchema(schema) if schema is not None else None
+
+        types: list[str] = list(pick("content_types"))
+        if self.schema is not None and not types:
+            types = ["application/json"]
+        self.content_types = frozenset(t for t in types if not t.endswith("/*"))
+        self.type_prefixes = tuple(t[:-1] for t in types if t.endswith("/*"))
+
+        allow = ", ".join(sorted(self.methods))
+        self.method_not_allowed = Problem(
+            405,
+            "method-not-allowed",
+            "Method Not Allowed",
+            f"Allowed methods: {allow}.",
+            headers=[("Allow", allow)],
+            type_base=type_base,
+        )
+        self.unsupported_media_type = Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported Media Type",
+            f"Expected a body of type {', '.join(types)}." if types else None,
+            type_base=type_base,
+        )
+
+    def accepts(self, media: str) -> bool:
+        if not self.content_types and not self.type_prefixes:
+            return True
+        return media in self.content_types or media.startswith(self.type_prefixes)
+
+
+class _HeldResponse:
+    """Hold the app's ``start_response`` until the app returns.
+
+    While the status is held, a body error found during the app's call can
+    still replace the response; once released, calls go straight through.
+    """
+
+    __slots__ = ("_held", "_released", "_start_response", "_write", "forwarded")
+
+    def __init__(self, start_response: StartResponse) -> None:
+        self._start_response = start_response
+        self._held: tuple[str, list[tuple[str, str]], OptExcInfo | None] | None = None
+        self._released = False
+        self._write: Callable[[bytes], object] | None = None
+        self.forwarded = False
+
+    def start_response(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: OptExcInfo | None = None,
+    ) -> Callable[[bytes], object]:
+        if self._released or self.forwarded:
+            return self._start_response(status, headers, exc_info)
+        self._held = (status, headers, exc_info)
+        return self.write
+
+    def write(self, data: bytes) -> object:
+        """The legacy ``write()``: sends the held status first, so no later rejection."""
+        self._forward()
+        if self._write is None:
+            raise RuntimeError("write() called before start_response()")
+        return self._write(data)
+
+    def release(self, result: Iterable[bytes]) -> Iterable[bytes]:
+        self._released = True
+        self._forward()
+        return result
+
+    def _forward(self) -> None:
+        if self.forwarded or self._held is None:
+            return
+        self.forwarded = True
+        self._write = self._start_response(*self._held)
+
+
+class RequestLimitsMiddleware:
+    """Enforce request limits per route, then call the wrapped app."""
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        defaults: RequestPolicy = _DEFAULTS,
+        routes: Mapping[str, RouteRequest] | None = None,
+        schemas: Mapping[str, type[msgspec.Struct]] | None = None,
+        problem_type_base: str = PROBLEM_TYPE_BASE,
+    ) -> None:
+        self.app = app
+        self.max_url_bytes = defaults.max_url_bytes
+        self.max_headers = defaults.max_headers
+        self.max_header_bytes = defaults.max_header_bytes
+
+        routes = dict(routes or {})
+        found = _route_schemas(routes, schemas)
+        self.default = _RouteLimits(None, defaults, None, None, problem_type_base)
+        self.by_route: dict[str, _RouteLimits] = {
+            route_id: _RouteLimits(
+                route_id, defaults, routes.get(route_id), found.get(route_id), problem_type_base
+            )
+            for route_id in routes.keys() | found.keys()
+        }
+
+        def problem(status: int, slug: str, title: str, detail: str | None = None) -> Problem:
+            return Problem(status, slug, title, detail, type_base=problem_type_base)
+
+        self.uri_too_long = problem(
+            414, "uri-too-long", "URI Too Long",
+            f"The request target is longer than {self.max_url_bytes} bytes.",
+        )
+        self.headers_too_large = problem(
+            431, "header-fields-too-large", "Request Header Fields Too Large",
+            f"At most {self.max_headers} header fields of "
+            f"{self.max_header_bytes} bytes in total are accepted.",
+        )
+        self.invalid_framing = problem(400, "invalid-framing", "Invalid Body Framing")
+        self.length_required = problem(
+            411, "length-required", "Length Required",
+            "A chunked body needs a server that terminates wsgi.input; send Content-Length.",
+        )
+        self.body_too_large = problem(413, "body-too-large", "Content Too Large")
+        self.invalid_body = problem(400, "invalid-body", "Invalid Body")
+        self.invalid_json = problem(400, "invalid-json", "Invalid JSON")
+        self.validation_failed = problem(422, "validation-failed", "Validation Failed")
+        self.unsupported_encoding = problem(
+            415, "unsupported-content-encoding", "Unsupported Content Encoding"
+        )
+
+    @classmethod
+    def from_policy(
+        cls, app: WSGIApplication, policy: Policy, routes: RouteTable
+    ) -> RequestLimitsMiddleware | None:
+        overrides = {rule.id: rule.request for rule in policy.routes if rule.request is not None}
+        registered = {
+            route_id: schema
+            for route_id, schema in registered_schemas().items()
+            if any(rule.id == route_id for rule in policy.routes)
+        }
+        if policy.request is None and not overrides and not registered:
+            return None
+        return cls(
+            app,
+            defaults=policy.request or _DEFAULTS,
+            routes=overrides,
+            schemas=registered,
+            problem_type_base=policy.problem_type_base,
+        )
+
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        route = environ.get(context.ROUTE)
+        limits = self.default if route is None else self.by_route.get(route.id, self.default)
+        method = environ.get("REQUEST_METHOD", "")
+
+        if method not in limits.methods:
+            return self._reject(
+                environ, start_response, limits, limits.method_not_allowed, "method-not-allowed"
+            )
+        if request_target_length(environ) > self.max_url_bytes:
+            return self._reject(environ, start_response, limits, self.uri_too_long, "uri-too-long")
+        count, size = header_totals(environ)
+        if count > self.max_headers or size > self.max_header_bytes:
+            return self._reject(
+                environ, start_response, limits, self.headers_too_large, "headers-too-large"
+            )
+
+        length_text = environ.get("CONTENT_LENGTH", "")
+        transfer_coding = environ.get("HTTP_TRANSFER_ENCODING")
+        length: int | None = 0
+        if transfer_coding is not None:
+            # RFC 9112, section 6.1: a request with both may be an attempt at
+            # request smuggling, and chunked must be the final coding.
+            if length_text:
+                return self._reject_framing(
+                    environ, start_response, limits,
+                    "The request has both Content-Length and Transfer-Encoding.",
+                )
+            if transfer_coding.strip().lower() != "chunked":
+                return self._reject_framing(
+                    environ, start_response, limits, "Transfer-Encoding must be chunked."
+                )
+            if not environ.get("wsgi.input_terminated"):
+                return self._reject(
+                    environ, start_response, limits, self.length_required, "length-required"
+                )
+            length = None
+        elif length_text:
+            try:
+                length = parse_content_length(length_text)
+            except ValueError:
+                return self._reject_framing(
+                    environ, start_response, limits, "Content-Length is not a number."
+                )
+            if length > limits.max_body:
+                return self._reject(
+                    environ, start_response, limits, self.body_too_large, "body-too-large",
+                    detail=f"The body is larger than {limits.max_body} bytes.",
+                )
+
+        validate = limits.schema is not None and method in SCHEMA_METHODS
+        if length == 0 and not validate:
+            return self.app(environ, start_response)
+
+        media = media_type(environ.get("CONTENT_TYPE", ""))
+        if length != 0 and not limits.accepts(media):
+            return self._reject(
+                environ, start_response, limits, limits.unsupported_media_type,
+                "unsupported-media-type",
+            )
+        json_body = is_json(media)
+        if validate and not json_body:
+            return self._reject(
+                environ, start_response, limits, limits.unsupported_media_type,
+                "unsupported-media-type",
+            )
+
+        coding = None
+        content_encoding = environ.get("HTTP_CONTENT_ENCODING", "")
+        if content_encoding and content_encoding.strip().lower() != "identity":
+            coding = content_coding(content_encoding) if limits.decompress else None
+            if coding is None:
+                accepted = "gzip, deflate" if limits.decompress else "identity"
+                return self._reject(
+                    environ, start_response, limits, self.unsupported_encoding,
+                    "unsupported-content-encoding",
+                    detail=f"Accepted content codings: {accepted}.",
+                    headers=[("Accept-Encoding", accepted)],
+                )
+
+        if coding is None and not json_body and not validate:
+            return self._stream(environ, start_response, limits, length)
+        return self._buffer(environ, start_response, limits, length, coding, json_body, validate)
+
+    def _buffer(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        limits: _RouteLimits,
+        length: int | None,
+        coding: str | None,
+        json_body: bool,
+        validate: bool,
+    ) -> Iterable[bytes]:
+        """Read the whole body, check it, and pass the app a fresh ``wsgi.input``."""
+        try:
+            body = read_body(environ["wsgi.input"], limits.max_body, length)
+            if coding is not None:
+                body = inflate(body, coding, limits.max_body, limits.max_inflate_ratio)
+        except RequestBodyError as exc:
+            return self._reject_body(environ, start_response, limits, exc)
+
+        if json_body:
+            verdict, offset = scan_json(body, limits.json_max_depth, limits.json_max_tokens)
+            if verdict != OK:
+                if verdict == TOO_DEEP:
+                    reason = "json-too-deep"
+                    detail = f"JSON nesting exceeds {limits.json_max_depth} levels at byte {offset}."
+                else:
+                    reason = "json-too-many-tokens"
+                    detail = f"JSON has more than {limits.json_max_tokens} tokens at byte {offset}."
+                return self._reject(
+                    environ, start_response, limits, self.invalid_json, reason, detail=detail
+                )
+
+        if validate and limits.schema is not None:
+            try:
+                environ[context.BODY] = limits.schema.decode(body)
+            except SchemaError as exc:
+                if exc.status == 422:
+                    return self._reject(
+                        environ, start_response, limits, self.validation_failed,
+                        "schema-mismatch", detail=exc.detail,
+                        errors=[msgspec.structs.asdict(error) for error in exc.errors],
+                    )
+                return self._reject(
+                    environ, start_response, limits, self.invalid_json, "invalid-json",
+                    detail=exc.detail if body else "The body is empty.",
+                )
+
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ["wsgi.input_terminated"] = True
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        if coding is not None:
+            environ.pop("HTTP_CONTENT_ENCODING", None)
+        return self.app(environ, start_response)
+
+    def _stream(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        limits: _RouteLimits,
+        length: int | None,
+    ) -> Iterable[bytes]:
+        """Call the app with a limited ``wsgi.input``; answer its body errors."""
+        body = LimitedInput(environ["wsgi.input"], limits.max_body, length)
+        environ["wsgi.input"] = body
+        response = _HeldResponse(start_response)
+
+        try:
+            result = self.app(environ, response.start_response)
+        except RequestBodyError as exc:
+            if exc is not body.error or response.forwarded:
+                raise
+            return self._reject_body(environ, start_response, limits, exc)
+
+        if body.error is not None and not response.forwarded:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+            return self._reject_body(environ, start_response, limits, body.error)
+        return response.release(result)
+
+    def _reject_body(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        limits: _RouteLimits,
+        error: RequestBodyError,
+    ) -> Iterable[bytes]:
+        problem = self.body_too_large if error.status == 413 else self.invalid_body
+        return self._reject(
+            environ, start_response, limits, problem, error.reason, detail=error.detail
+        )
+
+    def _reject_framing(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        limits: _RouteLimits,
+        detail: str,
+    ) -> Iterable[bytes]:
+        return self._reject(
+            environ, start_response, limits, self.invalid_framing, "invalid-framing",
+            detail=detail,
+        )
+
+    def _reject(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        limits: _RouteLimits,
+        problem: Problem,
+        reason: str,
+        *,
+        detail: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> Iterable[bytes]:
+        """Record, log and send one rejection."""
+        context.record_decision(environ, "request", "invalid", reason, limits.route_id)
+        client_ip = environ.get(context.CLIENT_IP, "")
+        events.emit(
+            "request",
+            "invalid",
+            {
+                "event.reason": reason,
+                "rule.id": limits.route_id,
+                "client.ip": client_ip,
+                "http.request.method": environ.get("REQUEST_METHOD", "")[:20],
+                "url.path": environ.get("PATH_INFO", "")[:256],
+                "http.response.status_code": problem.status,
+            },
+            client=client_ip,
+        )
+        if detail is None and errors is None:
+            return problem(environ, start_response, headers or ())
+        return _send_problem(problem, environ, start_response, detail, errors, headers or ())
+
+
+def _send_problem(
+    problem: Problem,
+    environ: WSGIEnvironment,
+    start_response: StartResponse,
+    detail: str | None,
+    errors: list[dict[str, Any]] | None,
+    headers: Iterable[tuple[str, str]],
+) -> Iterable[bytes]:
+    """Send ``problem`` with a detail and an ``errors`` member for this occurrence."""
+    document: dict[str, Any] = {
+        "type": problem.type,
+        "title": problem.title,
+        "status": problem.status,
+    }
+    if detail is not None:
+        document["detail"] = detail
+    if errors:
+        document["errors"] = errors
+    body = _encode(document)
+    start_response(
+        problem.status_line,
+        [
+            ("Content-Type", PROBLEM_CONTENT_TYPE),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            *problem.headers[3:],
+            *headers,
+        ],
+    )
+    if environ.get("REQUEST_METHOD") == "HEAD":
+        return [b""]
+    return [body]
+
+
+def _route_schemas(
+    routes: Mapping[str, RouteRequest],
+    schemas: Mapping[str, type[msgspec.Struct]] | None,
+) -> dict[str, type[msgspec.Struct]]:
+    """Merge schemas named in route settings with those passed or registered."""
+    found = dict(schemas or {})
+    for route_id, settings in routes.items():
+        if settings.schema is None:
+            continue
+        if route_id in found:
+            raise ConfigurationError(
+                f"routes.{route_id}.request.schema",
+                settings.schema,
+                f"route {route_id!r} already has the schema {found[route_id].__qualname__}",
+            )
+        found[route_id] = resolve_schema(settings.schema, f"routes.{route_id}.request.schema")
+    return found

@@ -1,0 +1,216 @@
+"""Request body schemas: one ``msgspec.Struct`` per route, decoded once.
+
+A route names its schema in the policy as ``"module:Name"``::
+
+    [[routes]]
+    id = "orders-create"
+    path = "/orders"
+    request = { schema = "app.schemas:NewOrder" }
+
+or the struct claims a route id with a decorator, which works as long as the
+module is imported before the :class:`~wsgishield.Shield` is built::
+
+    @body_schema("orders-create")
+    class NewOrder(msgspec.Struct, forbid_unknown_fields=True):
+        customer_id: int
+        items: list[Item]
+
+The request limits layer decodes a JSON body into the struct after the depth
+and token pre-scan, and stores the result under ``wsgishield.body``; read it
+with :func:`request_body` instead of parsing the body a second time.
+
+A body that is not JSON answers 400; a body that does not match the struct
+answers 422 with one entry per failing field, each located by a JSON pointer
+(RFC 6901). msgspec stops at the first error, so the per-field list comes from
+a second, slower pass that runs only on bodies that already failed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any, TypeVar
+
+import msgspec
+
+from . import context
+from .errors import ConfigurationError, WsgiShieldError
+
+__all__ = [
+    "BodySchema",
+    "FieldError",
+    "SchemaError",
+    "body_schema",
+    "registered_schemas",
+    "request_body",
+    "resolve_schema",
+]
+
+StructT = TypeVar("StructT", bound=type[msgspec.Struct])
+
+# A problem lists at most this many fields, and quotes at most this many
+# characters of any message or key, so an error never echoes large input.
+MAX_FIELD_ERRORS = 20
+MAX_DETAIL_CHARS = 120
+MAX_KEY_CHARS = 64
+
+_registry: dict[str, type[msgspec.Struct]] = {}
+
+_PATH = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<name>.*)`$", re.DOTALL)
+_MISSING_FIELD = re.compile(r"^Object missing required field `(?P<name>.*)`$", re.DOTALL)
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One failing field: where it is (a JSON pointer) and what is wrong."""
+
+    pointer: str
+    detail: str
+
+
+class SchemaError(WsgiShieldError, ValueError):
+    """A body that is not JSON (``status`` 400) or does not match the schema (422)."""
+
+    def __init__(self, status: int, detail: str, errors: list[FieldError]) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors
+
+
+def body_schema(route_id: str) -> Callable[[StructT], StructT]:
+    """Register a struct as the body schema of the route with id ``route_id``."""
+
+    def register(struct_type: StructT) -> StructT:
+        if not (isinstance(struct_type, type) and issubclass(struct_type, msgspec.Struct)):
+            raise ConfigurationError(
+                f"body_schema({route_id!r})", struct_type, "expected a msgspec.Struct"
+            )
+        _registry[route_id] = struct_type
+        return struct_type
+
+    return register
+
+
+def registered_schemas() -> Mapping[str, type[msgspec.Struct]]:
+    """Return the schemas registered with :func:`body_schema`, by route id."""
+    return dict(_registry)
+
+
+def resolve_schema(reference: str, key: str = "schema") -> type[msgspec.Struct]:
+    """Import the struct named by ``"module:Name"``; ``key`` names it in errors."""
+    module_name, _, attribute = reference.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(key, reference, f"cannot import: {exc}") from exc
+    if not (isinstance(found, type) and issubclass(found, msgspec.Struct)):
+        raise ConfigurationError(key, reference, "expected a msgspec.Struct subclass")
+    return found
+
+
+def request_body(environ: Mapping[str, Any]) -> Any:
+    """Return the body the request limits layer decoded, or ``None``."""
+    return environ.get(context.BODY)
+
+
+class BodySchema:
+    """A struct with its JSON decoder, built once per route."""
+
+    __slots__ = ("_decoder", "name", "type")
+
+    def __init__(self, struct_type: type[msgspec.Struct]) -> None:
+        self.type = struct_type
+        self.name = f"{struct_type.__module__}:{struct_type.__qualname__}"
+        self._decoder = msgspec.json.Decoder(struct_type)
+
+    def decode(self, body: bytes) -> Any:
+        """Decode and validate ``body``, raising :class:`SchemaError` on failure."""
+        try:
+            return self._decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise SchemaError(
+                422, "The body does not match the schema.", self._field_errors(body, exc)
+            ) from None
+        except msgspec.DecodeError as exc:
+            raise SchemaError(400, _shorten(str(exc)), []) from None
+
+    def store(self, environ: MutableMapping[str, Any], body: bytes) -> None:
+        """Decode ``body`` and store the result under ``wsgishield.body``."""
+        environ[context.BODY] = self.decode(body)
+
+    def _field_errors(
+        self, body: bytes, first: msgspec.ValidationError
+    ) -> list[FieldError]:
+        """List every failing top-level field, each with its first error.
+
+        Runs only after a failed decode, on a body the pre-scan already
+        bounded, so the untyped decode below cannot recurse without limit.
+        """
+        errors: list[FieldError] = []
+        raw = msgspec.json.decode(body)
+        config = self.type.__struct_config__
+        if isinstance(raw, dict) and config.tag is None and not config.array_like:
+            fields = msgspec.structs.fields(self.type)
+            known = set()
+            for field in fields:
+                known.add(field.encode_name)
+                pointer = "/" + _escape(field.encode_name)
+                if field.encode_name not in raw:
+                    if field.required:
+                        errors.append(FieldError(pointer, "missing required field"))
+                    continue
+                try:
+                    msgspec.convert(raw[field.encode_name], field.type)
+                except msgspec.ValidationError as exc:
+                    errors.append(_field_error(str(exc), pointer))
+            if config.forbid_unknown_fields:
+                for name in raw:
+                    if name not in known:
+                        errors.append(
+                            FieldError("/" + _escape(_truncate(name)), "unknown field")
+                        )
+        # Errors raised by __post_init__ or tagged unions have no field to
+        # point at: report msgspec's own message.
+        if not errors:
+            errors.append(_field_error(str(first), ""))
+        return errors[:MAX_FIELD_ERRORS]
+
+
+def _field_error(message: str, prefix: str) -> FieldError:
+    """Turn msgspec's ``message - at `$.a[0].b``` into a pointer and a detail."""
+    pointer = prefix
+    match = _PATH.match(message)
+    if match is not None:
+        message = match.group("message")
+        for name, index in _PATH_PART.findall(match.group("path")):
+            pointer += "/" + (_escape(_truncate(name)) if name else index)
+    unknown = _UNKNOWN_FIELD.match(message)
+    if unknown is not None:
+        return FieldError(
+            pointer + "/" + _escape(_truncate(unknown.group("name"))), "unknown field"
+        )
+    missing = _MISSING_FIELD.match(message)
+    if missing is not None:
+        return FieldError(
+            pointer + "/" + _escape(_truncate(missing.group("name"))),
+            "missing required field",
+        )
+    return FieldError(pointer, _shorten(message))
+
+
+def _escape(name: str) -> str:
+    """Escape a key for a JSON pointer (RFC 6901, section 3)."""
+    return name.replace("~", "~0").replace("/", "~1")
+
+
+def _truncate(name: str) -> str:
+    return name if len(name) <= MAX_KEY_CHARS else name[:MAX_KEY_CHARS] + "..."
+
+
+def _shorten(message: str) -> str:
+    return message if len(message) <= MAX_DETAIL_CHARS else message[:MAX_DETAIL_CHARS] + "..."
