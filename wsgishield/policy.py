@@ -147,7 +147,7 @@ class HeadersPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
     hsts_max_age: Annotated[int, msgspec.Meta(ge=0, le=63_072_000)] = 31_536_000
     hsts_include_subdomains: bool = True
     hsts_preload: bool = False
-    #: Replaces the ``html`` profile's Content-Security-Policy.
+    #: Replaces the profile's Content-Security-Policy.
     content_security_policy: str | None = None
     #: Extra response headers to add, or to replace a profile header's value.
     extra: dict[str, str] = {}

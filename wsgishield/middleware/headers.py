@@ -87,7 +87,7 @@ class SecurityHeadersMiddleware:
                 profiles[name] = HeaderProfile(
                     name,
                     hsts=hsts,
-                    content_security_policy=content_security_policy if name == "html" else None,
+                    content_security_policy=content_security_policy,
                     extra=extra,
                     remove=remove,
                 )
