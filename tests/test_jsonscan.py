@@ -114,3 +114,9 @@ def test_scan_matches_decoded_shape(kernel_mode: str, value: object, indent) -> 
     if depth:
         assert scan_json(data, depth - 1, tokens)[0] == TOO_DEEP
     assert scan_json(data, depth, tokens - 1)[0] in (TOO_MANY_TOKENS, TOO_DEEP)
+
+
+@pytest.mark.parametrize("wrap", [bytearray, memoryview], ids=["bytearray", "memoryview"])
+def test_scan_accepts_buffers(scan, wrap) -> None:
+    assert scan(wrap(b"[[1]]"), 1, 10) == (TOO_DEEP, 1)
+    assert scan(wrap(b""), 1, 10) == (OK, 0)

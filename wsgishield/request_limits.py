@@ -255,6 +255,19 @@ class LimitedInput:
 
 def read_body(stream: InputStream, limit: int, length: int | None = None) -> bytes:
     """Read a whole body within ``limit``; see :class:`LimitedInput` for the errors."""
+    if length is not None:
+        # The usual case, one read of a sized body within the limit.
+        data = stream.read(length)
+        if len(data) == length:
+            return data
+        rest = LimitedInput(stream, limit, length - len(data))
+        try:
+            return data + rest.read()
+        except BodyIncomplete:
+            raise BodyIncomplete(
+                f"The body ended after {len(data) + rest._consumed} of the "
+                f"{length} bytes in Content-Length."
+            ) from None
     return LimitedInput(stream, limit, length).read()
 
 

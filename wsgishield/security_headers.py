@@ -75,6 +75,8 @@ PROFILES: dict[str, tuple[tuple[str, str], ...]] = {
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
 
+_MAX_SEEN_NAMES = 512
+
 # One year: the minimum the HSTS preload list accepts.
 _PRELOAD_MIN_AGE = 31_536_000
 
@@ -98,7 +100,7 @@ def hsts_value(max_age: int, include_subdomains: bool, preload: bool) -> str:
 class HeaderVariant:
     """The headers one kind of response gets: plain or https, cached or not."""
 
-    __slots__ = ("added", "no_store", "removed", "watched")
+    __slots__ = ("_seen", "added", "no_store", "removed", "watched")
 
     def __init__(self, added: Headers, removed: frozenset[str], no_store: bool) -> None:
         self.added = added
@@ -106,6 +108,10 @@ class HeaderVariant:
         self.no_store = no_store
         watched = {name.lower() for name, _ in added} | removed
         self.watched = frozenset(watched)
+        # Header names as apps spell them, mapped to whether they are watched.
+        # Apps use a few dozen names, so this stays small; past the bound,
+        # names are lowered on every response instead of remembered.
+        self._seen: dict[str, bool] = {}
 
     def apply(self, headers: list[tuple[str, str]]) -> Headers:
         """Return the app's headers with this variant's added and removed.
@@ -113,9 +119,14 @@ class HeaderVariant:
         The fast path, taken when the app set none of the watched names,
         copies the list once; the app may reuse its own list between calls.
         """
-        watched = self.watched
+        seen = self._seen
         for name, _ in headers:
-            if name.lower() in watched:
+            hit = seen.get(name)
+            if hit is None:
+                hit = name.lower() in self.watched
+                if len(seen) < _MAX_SEEN_NAMES:
+                    seen[name] = hit
+            if hit:
                 return self._merge(headers)
         return headers + self.added
 

@@ -5,6 +5,8 @@ One pass over the bytes with a C state machine and no allocation, so a body
 is measured at memory speed before any decoder (and its recursion) sees it.
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+
 from ._jsonscan_common import OK, TOO_DEEP, TOO_MANY_TOKENS
 
 __all__ = ["COMPILED", "OK", "TOO_DEEP", "TOO_MANY_TOKENS", "scan_json"]
@@ -89,7 +91,7 @@ cdef int _scan(
     return _OK
 
 
-def scan_json(const unsigned char[::1] data, Py_ssize_t max_depth, Py_ssize_t max_tokens):
+def scan_json(object data, Py_ssize_t max_depth, Py_ssize_t max_tokens):
     """Measure the nesting depth and token count of a JSON text without decoding.
 
     A token is an object, an array, a string (keys included) or a bare
@@ -99,11 +101,23 @@ def scan_json(const unsigned char[::1] data, Py_ssize_t max_depth, Py_ssize_t ma
     ``verdict`` is ``OK``, ``TOO_DEEP`` or ``TOO_MANY_TOKENS`` and ``offset``
     is the index of the byte that crossed the limit (``len(data)`` on ``OK``).
     """
-    cdef Py_ssize_t n = data.shape[0]
+    cdef const unsigned char[::1] view
+    cdef const unsigned char* start
+    cdef Py_ssize_t n
     cdef Py_ssize_t offset = 0
     cdef int verdict
+
+    # Bytes, the usual case, are read in place: acquiring a buffer view
+    # costs more than scanning a 1 KB body.
+    if type(data) is bytes:
+        start = <const unsigned char*>PyBytes_AS_STRING(data)
+        n = PyBytes_GET_SIZE(data)
+    else:
+        view = data
+        n = view.shape[0]
+        start = &view[0] if n else NULL
     if n == 0:
         return _OK, 0
     with nogil:
-        verdict = _scan(&data[0], n, max_depth, max_tokens, &offset)
+        verdict = _scan(start, n, max_depth, max_tokens, &offset)
     return verdict, offset

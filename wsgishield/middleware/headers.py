@@ -41,14 +41,18 @@ __all__ = ["SecurityHeadersMiddleware"]
 
 logger = logging.getLogger(__name__)
 
+_SCHEME = context.SCHEME
+_IDENTITY = context.IDENTITY
+
 
 class _RouteHeaders:
     """The profile of one route and whether it forces no-store when authenticated."""
 
-    __slots__ = ("no_store_authenticated", "profile")
+    __slots__ = ("no_store_authenticated", "profile", "variants")
 
     def __init__(self, profile: HeaderProfile, no_store_authenticated: bool) -> None:
         self.profile = profile
+        self.variants = profile.variants
         self.no_store_authenticated = no_store_authenticated
 
 
@@ -139,11 +143,13 @@ class SecurityHeadersMiddleware:
             status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
         ) -> Callable[[bytes], object]:
             # Read at response time: the identity is set by a layer inside this one.
-            https = environ.get(context.SCHEME) == "https"
-            no_store = chosen.no_store_authenticated and (
-                environ.get(context.IDENTITY) is not None or "HTTP_AUTHORIZATION" in environ
-            )
-            return start_response(status, chosen.profile.variant(https, no_store).apply(headers), exc_info)
+            index = 2 if environ.get(_SCHEME) == "https" else 0
+            if chosen.no_store_authenticated and (
+                environ.get(_IDENTITY) is not None or "HTTP_AUTHORIZATION" in environ
+            ):
+                index += 1
+            # The same index as HeaderProfile.variant(https, no_store).
+            return start_response(status, chosen.variants[index].apply(headers), exc_info)
 
         if not self.catch_errors:
             return self.app(environ, add_headers)
