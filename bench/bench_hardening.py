@@ -25,13 +25,15 @@ from tests.support.wsgi import make_environ
 from wsgishield import HAS_EXTENSIONS, Shield, context
 from wsgishield.middleware import RequestLimitsMiddleware, SecurityHeadersMiddleware
 from wsgishield.policy import RequestPolicy, RouteRequest
-from wsgishield.routes import Route, RouteTable
+from wsgishield.routes import Route
 from wsgishield.security_headers import HeaderProfile
 
 RESPONSE_HEADERS = [("Content-Type", "application/json"), ("Content-Length", "17")]
 
 
-def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+def start_response(
+    status: str, headers: list[tuple[str, str]], exc_info: Any = None
+) -> Any:
     return None
 
 
@@ -43,7 +45,9 @@ def bare_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 # Security headers.
 @pytest.mark.benchmark(group="headers-profile")
 def test_profile_apply(benchmark: Any) -> None:
-    variant = HeaderProfile("api", hsts="max-age=31536000; includeSubDomains").variant(True, False)
+    variant = HeaderProfile("api", hsts="max-age=31536000; includeSubDomains").variant(
+        True, False
+    )
     benchmark.extra_info["build"] = "compiled" if HAS_EXTENSIONS else "python"
     benchmark(variant.apply, RESPONSE_HEADERS)
 
@@ -66,7 +70,7 @@ def test_headers_middleware(benchmark: Any) -> None:
 def sample_json(size: int) -> bytes:
     record = {
         "id": 12345,
-        "name": "Widget \"deluxe\" [large]",
+        "name": 'Widget "deluxe" [large]',
         "tags": ["red", "green", "blue"],
         "price": 19.99,
         "stock": {"warehouse": "north", "count": 42, "reserved": False},
@@ -90,7 +94,9 @@ def test_jsonscan(benchmark: Any, mode: str) -> None:
     result = benchmark(scan_json, SCAN_BODY, 64, 10_000_000)
     assert result == (0, len(SCAN_BODY))
     benchmark.extra_info["bytes"] = len(SCAN_BODY)
-    benchmark.extra_info["mb_per_s"] = round(len(SCAN_BODY) / benchmark.stats.stats.median / 1e6, 1)
+    benchmark.extra_info["mb_per_s"] = round(
+        len(SCAN_BODY) / benchmark.stats.stats.median / 1e6, 1
+    )
 
 
 # Schema validation of a 1 KB body.
@@ -123,21 +129,37 @@ class OrderModel(pydantic.BaseModel):
 
 
 class LineSchema(marshmallow.Schema):
-    sku = marshmallow.fields.String(required=True, validate=marshmallow.validate.Length(1, 32))
-    qty = marshmallow.fields.Integer(required=True, validate=marshmallow.validate.Range(1, 1000))
+    sku = marshmallow.fields.String(
+        required=True, validate=marshmallow.validate.Length(1, 32)
+    )
+    qty = marshmallow.fields.Integer(
+        required=True, validate=marshmallow.validate.Range(1, 1000)
+    )
     price = marshmallow.fields.Float(required=True)
 
 
 class OrderSchema(marshmallow.Schema):
     customer_id = marshmallow.fields.Integer(required=True)
     email = marshmallow.fields.String(required=True)
-    lines = marshmallow.fields.List(marshmallow.fields.Nested(LineSchema), required=True)
+    lines = marshmallow.fields.List(
+        marshmallow.fields.Nested(LineSchema), required=True
+    )
     note = marshmallow.fields.String(allow_none=True, load_default=None)
 
 
 def order_body() -> bytes:
-    lines = [{"sku": f"SKU-{index:05d}", "qty": index + 1, "price": 9.5 + index} for index in range(18)]
-    body = json.dumps({"customer_id": 42, "email": "buyer@example.com", "lines": lines, "note": "leave at door"})
+    lines = [
+        {"sku": f"SKU-{index:05d}", "qty": index + 1, "price": 9.5 + index}
+        for index in range(18)
+    ]
+    body = json.dumps(
+        {
+            "customer_id": 42,
+            "email": "buyer@example.com",
+            "lines": lines,
+            "note": "leave at door",
+        }
+    )
     return body.encode()
 
 
@@ -182,7 +204,9 @@ def test_validate_through_request_layer(benchmark: Any) -> None:
         routes={"orders": RouteRequest()},
         schemas={"orders": Order},
     )
-    base = make_environ("POST", "/orders", body=ORDER, headers={"Content-Type": "application/json"})
+    base = make_environ(
+        "POST", "/orders", body=ORDER, headers={"Content-Type": "application/json"}
+    )
     base[context.ROUTE] = route
 
     def run() -> Any:
@@ -197,10 +221,18 @@ def test_validate_through_request_layer(benchmark: Any) -> None:
 def test_validate_through_shield(benchmark: Any) -> None:
     policy = {
         "headers": {},
-        "routes": [{"id": "orders", "path": "/orders", "request": {"schema": f"{__name__}:Order"}}],
+        "routes": [
+            {
+                "id": "orders",
+                "path": "/orders",
+                "request": {"schema": f"{__name__}:Order"},
+            }
+        ],
     }
     shield = Shield(bare_app, policy=policy)
-    base = make_environ("POST", "/orders", body=ORDER, headers={"Content-Type": "application/json"})
+    base = make_environ(
+        "POST", "/orders", body=ORDER, headers={"Content-Type": "application/json"}
+    )
 
     def run() -> Any:
         environ = dict(base)

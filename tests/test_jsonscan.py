@@ -50,7 +50,9 @@ def test_scan_bomb_in_small_thread_stack(kernel_mode: str) -> None:
     results: list[tuple[int, int]] = []
     previous = threading.stack_size(128 * 1024)
     try:
-        worker = threading.Thread(target=lambda: results.append(scan_json(BOMB, 64, 10**6)))
+        worker = threading.Thread(
+            target=lambda: results.append(scan_json(BOMB, 64, 10**6))
+        )
         worker.start()
         worker.join(30)
     finally:
@@ -67,14 +69,20 @@ def test_compiled_kernel_loaded() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
     max_leaves=30,
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(data=st.binary(max_size=200), max_depth=st.integers(0, 8), max_tokens=st.integers(0, 40))
+@given(
+    data=st.binary(max_size=200),
+    max_depth=st.integers(0, 8),
+    max_tokens=st.integers(0, 40),
+)
 def test_twins_agree_on_any_bytes(data: bytes, max_depth: int, max_tokens: int) -> None:
     if _fast.NO_EXTENSIONS:
         pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")
@@ -116,7 +124,9 @@ def test_scan_matches_decoded_shape(kernel_mode: str, value: object, indent) -> 
     assert scan_json(data, depth, tokens - 1)[0] in (TOO_MANY_TOKENS, TOO_DEEP)
 
 
-@pytest.mark.parametrize("wrap", [bytearray, memoryview], ids=["bytearray", "memoryview"])
+@pytest.mark.parametrize(
+    "wrap", [bytearray, memoryview], ids=["bytearray", "memoryview"]
+)
 def test_scan_accepts_buffers(scan, wrap) -> None:
     assert scan(wrap(b"[[1]]"), 1, 10) == (TOO_DEEP, 1)
     assert scan(wrap(b""), 1, 10) == (OK, 0)

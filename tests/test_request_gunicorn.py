@@ -64,9 +64,12 @@ def read_reply(stream: Any) -> Reply | None:
     return Reply(int(status_line.split()[1]), headers, body)
 
 
-def exchange(server: GunicornServer, request: bytes | Iterator[bytes], replies: int = 1) -> list[Reply]:
-    """Send ``request`` from a thread, half-close, and read up to ``replies`` responses."""
+def exchange(
+    server: GunicornServer, request: bytes | Iterator[bytes], replies: int = 1
+) -> list[Reply]:
+    """Send ``request`` from a thread, half-close, read up to ``replies`` responses."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+
         def send() -> None:
             parts = [request] if isinstance(request, bytes) else request
             try:
@@ -93,7 +96,9 @@ def exchange(server: GunicornServer, request: bytes | Iterator[bytes], replies: 
         return found
 
 
-def chunked_request(path: str, size: int, content_type: str = "application/octet-stream") -> Iterator[bytes]:
+def chunked_request(
+    path: str, size: int, content_type: str = "application/octet-stream"
+) -> Iterator[bytes]:
     yield (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
         "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
@@ -123,8 +128,12 @@ def sha256_of_pattern(size: int) -> str:
     return digest.hexdigest()
 
 
-@pytest.mark.parametrize("size", [MAX_BODY - 1, MAX_BODY], ids=["limit-minus-1", "limit"])
-def test_chunked_within_limit_passes_unchanged(server: GunicornServer, size: int) -> None:
+@pytest.mark.parametrize(
+    "size", [MAX_BODY - 1, MAX_BODY], ids=["limit-minus-1", "limit"]
+)
+def test_chunked_within_limit_passes_unchanged(
+    server: GunicornServer, size: int
+) -> None:
     [reply] = exchange(server, chunked_request("/upload", size))
 
     assert reply.status == 200
@@ -132,7 +141,9 @@ def test_chunked_within_limit_passes_unchanged(server: GunicornServer, size: int
     assert reply.json()["sha256"] == sha256_of_pattern(size)
 
 
-@pytest.mark.parametrize("size", [MAX_BODY + 1, 50 * MIB], ids=["limit-plus-1", "50-mib"])
+@pytest.mark.parametrize(
+    "size", [MAX_BODY + 1, 50 * MIB], ids=["limit-plus-1", "50-mib"]
+)
 def test_chunked_over_limit_is_413(server: GunicornServer, size: int) -> None:
     [reply] = exchange(server, chunked_request("/upload", size))
 
@@ -141,14 +152,18 @@ def test_chunked_over_limit_is_413(server: GunicornServer, size: int) -> None:
     assert reply.headers["x-content-type-options"] == "nosniff"
 
 
-@pytest.mark.parametrize("size", [MAX_BODY + 1, 50 * MIB], ids=["limit-plus-1", "50-mib"])
+@pytest.mark.parametrize(
+    "size", [MAX_BODY + 1, 50 * MIB], ids=["limit-plus-1", "50-mib"]
+)
 def test_chunked_json_over_limit_is_413(server: GunicornServer, size: int) -> None:
     [reply] = exchange(server, chunked_request("/json", size, "application/json"))
 
     assert reply.status == 413
 
 
-@pytest.mark.parametrize("size", [MAX_BODY - 1, MAX_BODY], ids=["limit-minus-1", "limit"])
+@pytest.mark.parametrize(
+    "size", [MAX_BODY - 1, MAX_BODY], ids=["limit-minus-1", "limit"]
+)
 def test_sized_within_limit_passes_unchanged(server: GunicornServer, size: int) -> None:
     head = (
         f"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {size}\r\n"
@@ -215,7 +230,10 @@ def test_json_bomb_is_400_and_worker_survives(server: GunicornServer) -> None:
         f"POST /json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(bomb)}\r\nConnection: close\r\n\r\n"
     ).encode()
-    small = b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+    small = (
+        b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
+        b"Connection: close\r\n\r\nhi"
+    )
 
     [before] = exchange(server, small)
     [reply] = exchange(server, head + bomb)

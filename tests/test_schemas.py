@@ -24,16 +24,25 @@ from wsgishield.schemas import (
 JSON = {"Content-Type": "application/json"}
 POLICY = {
     "routes": [
-        {"id": "orders", "path": "/orders", "request": {"schema": "tests.apps.schemas:NewOrder"}},
+        {
+            "id": "orders",
+            "path": "/orders",
+            "request": {"schema": "tests.apps.schemas:NewOrder"},
+        },
         {"id": "odd", "path": "/odd", "request": {"schema": "tests.apps.schemas:Odd"}},
     ]
 }
 VALID = {"customerId": 7, "items": [{"sku": "A-1", "qty": 2}]}
 
 
-def post(path: str, body: bytes, headers: dict[str, str] | None = None, app: Any = None) -> Any:
+def post(
+    path: str, body: bytes, headers: dict[str, str] | None = None, app: Any = None
+) -> Any:
     app = app or EchoApp()
-    response = call(shield(app, POLICY), make_environ("POST", path, body=body, headers=headers or JSON))
+    response = call(
+        shield(app, POLICY),
+        make_environ("POST", path, body=body, headers=headers or JSON),
+    )
     return app, response
 
 
@@ -51,6 +60,7 @@ def test_app_can_still_read_raw_body() -> None:
 
     app, response = post("/orders", body)
 
+    assert response.code == 200
     assert app.seen == [body]
 
 
@@ -87,7 +97,11 @@ def test_malformed_json_is_400(body: bytes, detail: str) -> None:
 
 
 def test_non_json_body_on_schema_route_is_415() -> None:
-    app, response = post("/orders", b"customerId=7", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    app, response = post(
+        "/orders",
+        b"customerId=7",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
 
     assert response.code == 415
     assert app.seen == []
@@ -161,7 +175,12 @@ def test_pointer_escapes_slash_and_tilde() -> None:
 
 def test_errors_never_echo_large_input() -> None:
     huge = "Z" * 100_000
-    body = {"customerId": 1, "items": [{"sku": "A", "qty": 1}], "priority": huge, huge: 1}
+    body = {
+        "customerId": 1,
+        "items": [{"sku": "A", "qty": 1}],
+        "priority": huge,
+        huge: 1,
+    }
 
     _, response = post("/orders", json.dumps(body).encode())
 
@@ -190,8 +209,12 @@ def test_decorator_registers_schema_for_route() -> None:
     app = EchoApp()
     wrapped = shield(app, policy)
 
-    good = call(wrapped, make_environ("POST", "/ping", body=b'{"message": "hi"}', headers=JSON))
-    bad = call(wrapped, make_environ("POST", "/ping", body=b'{"message": 1}', headers=JSON))
+    good = call(
+        wrapped, make_environ("POST", "/ping", body=b'{"message": "hi"}', headers=JSON)
+    )
+    bad = call(
+        wrapped, make_environ("POST", "/ping", body=b'{"message": 1}', headers=JSON)
+    )
 
     assert good.code == 200
     assert app.environ[context.BODY] == Ping(message="hi")
@@ -212,7 +235,11 @@ def test_decorator_and_policy_schema_conflict() -> None:
 
 @pytest.mark.parametrize(
     "reference",
-    ["tests.apps.schemas:Missing", "tests.apps.nowhere:Thing", "tests.apps.schemas:NOT_A_STRUCT"],
+    [
+        "tests.apps.schemas:Missing",
+        "tests.apps.nowhere:Thing",
+        "tests.apps.schemas:NOT_A_STRUCT",
+    ],
 )
 def test_resolve_schema_rejects(reference: str) -> None:
     with pytest.raises(ConfigurationError) as raised:

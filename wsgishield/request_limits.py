@@ -110,7 +110,12 @@ def parse_content_length(text: str) -> int:
     ``int()`` alone would accept ``+5``, `` 5``, ``5_0`` and ``-0``, and a
     list such as ``5, 5`` must be rejected too (RFC 9112, section 6.3).
     """
-    if not text or len(text) > _MAX_LENGTH_DIGITS or not text.isascii() or not text.isdigit():
+    if (
+        not text
+        or len(text) > _MAX_LENGTH_DIGITS
+        or not text.isascii()
+        or not text.isdigit()
+    ):
         raise ValueError(f"invalid Content-Length {text[:32]!r}")
     return int(text)
 
@@ -174,7 +179,9 @@ class LimitedInput:
 
     __slots__ = ("_consumed", "_length", "_limit", "_stream", "error")
 
-    def __init__(self, stream: InputStream, limit: int, length: int | None = None) -> None:
+    def __init__(
+        self, stream: InputStream, limit: int, length: int | None = None
+    ) -> None:
         self._stream = stream
         self._limit = limit
         self._length = length
@@ -225,7 +232,9 @@ class LimitedInput:
         self._consumed += len(data)
         if self._length is None:
             if self._consumed > self._limit:
-                self._fail(BodyTooLarge(f"The body is larger than {self._limit} bytes."))
+                self._fail(
+                    BodyTooLarge(f"The body is larger than {self._limit} bytes.")
+                )
         elif not data and requested > 0:
             self._fail(
                 BodyIncomplete(

@@ -59,8 +59,12 @@ _registry: dict[str, type[msgspec.Struct]] = {}
 
 _PATH = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
-_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<name>.*)`$", re.DOTALL)
-_MISSING_FIELD = re.compile(r"^Object missing required field `(?P<name>.*)`$", re.DOTALL)
+_UNKNOWN_FIELD = re.compile(
+    r"^Object contains unknown field `(?P<name>.*)`$", re.DOTALL
+)
+_MISSING_FIELD = re.compile(
+    r"^Object missing required field `(?P<name>.*)`$", re.DOTALL
+)
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -84,7 +88,9 @@ def body_schema(route_id: str) -> Callable[[StructT], StructT]:
     """Register a struct as the body schema of the route with id ``route_id``."""
 
     def register(struct_type: StructT) -> StructT:
-        if not (isinstance(struct_type, type) and issubclass(struct_type, msgspec.Struct)):
+        if not (
+            isinstance(struct_type, type) and issubclass(struct_type, msgspec.Struct)
+        ):
             raise ConfigurationError(
                 f"body_schema({route_id!r})", struct_type, "expected a msgspec.Struct"
             )
@@ -134,7 +140,9 @@ class BodySchema:
             return self._decoder.decode(body)
         except msgspec.ValidationError as exc:
             raise SchemaError(
-                422, "The body does not match the schema.", self._field_errors(body, exc)
+                422,
+                "The body does not match the schema.",
+                self._field_errors(body, exc),
             ) from None
         except msgspec.DecodeError as exc:
             raise SchemaError(400, _shorten(str(exc)), []) from None
@@ -213,4 +221,8 @@ def _truncate(name: str) -> str:
 
 
 def _shorten(message: str) -> str:
-    return message if len(message) <= MAX_DETAIL_CHARS else message[:MAX_DETAIL_CHARS] + "..."
+    return (
+        message
+        if len(message) <= MAX_DETAIL_CHARS
+        else message[:MAX_DETAIL_CHARS] + "..."
+    )

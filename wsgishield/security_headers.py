@@ -160,7 +160,9 @@ class HeaderProfile:
         remove: Iterable[str] = ("Server", "X-Powered-By"),
     ) -> None:
         if name not in PROFILES:
-            raise ConfigurationError("headers.profile", name, f"expected one of {sorted(PROFILES)}")
+            raise ConfigurationError(
+                "headers.profile", name, f"expected one of {sorted(PROFILES)}"
+            )
         self.name = name
 
         base = dict(PROFILES[name])
@@ -205,5 +207,7 @@ def _check_name(key: str, name: str) -> None:
 def _check_value(key: str, value: str) -> None:
     if not _FIELD_VALUE.match(value) or value != value.strip():
         raise ConfigurationError(
-            key, value, "a header value may not contain control characters or edge spaces"
+            key,
+            value,
+            "a header value may not contain control characters or edge spaces",
         )

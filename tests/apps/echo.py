@@ -19,7 +19,11 @@ POLICY = {
     "headers": {},
     "routes": [
         {"id": "upload", "path": "/upload"},
-        {"id": "json", "path": "/json", "request": {"content_types": ["application/json"]}},
+        {
+            "id": "json",
+            "path": "/json",
+            "request": {"content_types": ["application/json"]},
+        },
     ],
 }
 
@@ -34,8 +38,13 @@ def echo(environ: dict[str, Any], start_response: Any) -> list[bytes]:
             break
         digest.update(chunk)
         length += len(chunk)
-    body = json.dumps({"length": length, "sha256": digest.hexdigest(), "pid": os.getpid()}).encode()
-    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    body = json.dumps(
+        {"length": length, "sha256": digest.hexdigest(), "pid": os.getpid()}
+    ).encode()
+    start_response(
+        "200 OK",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+    )
     return [body]
 
 

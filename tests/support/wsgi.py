@@ -12,7 +12,9 @@ from wsgishield import Shield
 class Response:
     """The status, headers and body a WSGI app produced."""
 
-    def __init__(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
+    def __init__(
+        self, status: str, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
         self.status = status
         self.code = int(status.split(" ", 1)[0])
         self.headers = headers
@@ -81,7 +83,9 @@ def call(app: Any, environ: dict[str, Any]) -> Response:
     """Run one request through ``app`` and collect the whole response."""
     captured: list[Any] = []
 
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Any:
         if exc_info is not None and captured:
             raise exc_info[1].with_traceback(exc_info[2])
         captured[:] = [status, headers]
@@ -124,7 +128,10 @@ class EchoApp:
             data = b""
         self.seen.append(data)
         body = str(len(data)).encode()
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        start_response(
+            "200 OK",
+            [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
+        )
         return [body]
 
 

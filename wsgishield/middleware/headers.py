@@ -114,7 +114,9 @@ class SecurityHeadersMiddleware:
     def from_policy(
         cls, app: WSGIApplication, policy: Policy, routes: RouteTable
     ) -> SecurityHeadersMiddleware | None:
-        overrides = {rule.id: rule.headers for rule in policy.routes if rule.headers is not None}
+        overrides = {
+            rule.id: rule.headers for rule in policy.routes if rule.headers is not None
+        }
         if policy.headers is None and not overrides:
             return None
         settings = policy.headers or HeadersPolicy()
@@ -137,10 +139,14 @@ class SecurityHeadersMiddleware:
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
         route = environ.get(context.ROUTE)
-        chosen = self.default if route is None else self.by_route.get(route.id, self.default)
+        chosen = (
+            self.default if route is None else self.by_route.get(route.id, self.default)
+        )
 
         def add_headers(
-            status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+            status: str,
+            headers: list[tuple[str, str]],
+            exc_info: OptExcInfo | None = None,
         ) -> Callable[[bytes], object]:
             # Read at response time: the identity is set by a layer inside this one.
             index = 2 if environ.get(_SCHEME) == "https" else 0
@@ -149,7 +155,9 @@ class SecurityHeadersMiddleware:
             ):
                 index += 1
             # The same index as HeaderProfile.variant(https, no_store).
-            return start_response(status, chosen.variants[index].apply(headers), exc_info)
+            return start_response(
+                status, chosen.variants[index].apply(headers), exc_info
+            )
 
         if not self.catch_errors:
             return self.app(environ, add_headers)
@@ -164,7 +172,11 @@ class SecurityHeadersMiddleware:
             )
             # With exc_info, a server that already sent the app's headers
             # re-raises instead (PEP 3333, "The start_response() Callable").
-            add_headers(self.internal_error.status_line, list(self.internal_error.headers), sys.exc_info())
+            add_headers(
+                self.internal_error.status_line,
+                list(self.internal_error.headers),
+                sys.exc_info(),
+            )
             if environ.get("REQUEST_METHOD") == "HEAD":
                 return [b""]
             return [self.internal_error.body]

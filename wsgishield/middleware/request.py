@@ -25,7 +25,7 @@ layer is the guarantee behind it, per route and whatever the server.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -166,7 +166,7 @@ class _HeldResponse:
         return self.write
 
     def write(self, data: bytes) -> object:
-        """The legacy ``write()``: sends the held status first, so no later rejection."""
+        """Send the held status, then ``data``: no rejection can follow."""
         self._forward()
         if self._write is None:
             raise RuntimeError("write() called before start_response()")
@@ -206,27 +206,40 @@ class RequestLimitsMiddleware:
         self.default = _RouteLimits(None, defaults, None, None, problem_type_base)
         self.by_route: dict[str, _RouteLimits] = {
             route_id: _RouteLimits(
-                route_id, defaults, routes.get(route_id), found.get(route_id), problem_type_base
+                route_id,
+                defaults,
+                routes.get(route_id),
+                found.get(route_id),
+                problem_type_base,
             )
             for route_id in routes.keys() | found.keys()
         }
 
-        def problem(status: int, slug: str, title: str, detail: str | None = None) -> Problem:
+        def problem(
+            status: int, slug: str, title: str, detail: str | None = None
+        ) -> Problem:
             return Problem(status, slug, title, detail, type_base=problem_type_base)
 
         self.uri_too_long = problem(
-            414, "uri-too-long", "URI Too Long",
+            414,
+            "uri-too-long",
+            "URI Too Long",
             f"The request target is longer than {self.max_url_bytes} bytes.",
         )
         self.headers_too_large = problem(
-            431, "header-fields-too-large", "Request Header Fields Too Large",
+            431,
+            "header-fields-too-large",
+            "Request Header Fields Too Large",
             f"At most {self.max_headers} header fields of "
             f"{self.max_header_bytes} bytes in total are accepted.",
         )
         self.invalid_framing = problem(400, "invalid-framing", "Invalid Body Framing")
         self.length_required = problem(
-            411, "length-required", "Length Required",
-            "A chunked body needs a server that terminates wsgi.input; send Content-Length.",
+            411,
+            "length-required",
+            "Length Required",
+            "A chunked body needs a server that terminates wsgi.input; "
+            "send Content-Length.",
         )
         self.body_too_large = problem(413, "body-too-large", "Content Too Large")
         self.invalid_body = problem(400, "invalid-body", "Invalid Body")
@@ -240,7 +253,9 @@ class RequestLimitsMiddleware:
     def from_policy(
         cls, app: WSGIApplication, policy: Policy, routes: RouteTable
     ) -> RequestLimitsMiddleware | None:
-        overrides = {rule.id: rule.request for rule in policy.routes if rule.request is not None}
+        overrides = {
+            rule.id: rule.request for rule in policy.routes if rule.request is not None
+        }
         registered = {
             route_id: schema
             for route_id, schema in registered_schemas().items()
@@ -260,133 +275,139 @@ class RequestLimitsMiddleware:
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
         route = environ.get(context.ROUTE)
-        limits = self.default if route is None else self.by_route.get(route.id, self.default)
+        limits = (
+            self.default if route is None else self.by_route.get(route.id, self.default)
+        )
         method = environ.get("REQUEST_METHOD", "")
+        validate = limits.schema is not None and method in SCHEMA_METHODS
 
+        try:
+            self._check_head(environ, method, limits)
+            length = self._body_length(environ, limits)
+            if length == 0 and not validate:
+                return self.app(environ, start_response)
+            json_body, coding = self._check_body_type(environ, limits, length, validate)
+            buffered = json_body or validate or coding is not None
+            if buffered:
+                self._buffer(environ, limits, length, coding, json_body, validate)
+        except _Rejected as rejection:
+            return self._reject(environ, start_response, limits, rejection)
+
+        if not buffered:
+            return self._stream(environ, start_response, limits, length)
+        return self.app(environ, start_response)
+
+    def _check_head(
+        self, environ: WSGIEnvironment, method: str, limits: _RouteLimits
+    ) -> None:
+        """Check the method, the request target and the header fields."""
         if method not in limits.methods:
-            return self._reject(
-                environ, start_response, limits, limits.method_not_allowed, "method-not-allowed"
-            )
+            raise _Rejected(limits.method_not_allowed, "method-not-allowed")
         if request_target_length(environ) > self.max_url_bytes:
-            return self._reject(environ, start_response, limits, self.uri_too_long, "uri-too-long")
+            raise _Rejected(self.uri_too_long, "uri-too-long")
         count, size = header_totals(environ)
         if count > self.max_headers or size > self.max_header_bytes:
-            return self._reject(
-                environ, start_response, limits, self.headers_too_large, "headers-too-large"
-            )
+            raise _Rejected(self.headers_too_large, "headers-too-large")
 
+    def _body_length(
+        self, environ: WSGIEnvironment, limits: _RouteLimits
+    ) -> int | None:
+        """Return the declared body length, 0 for none, or None for a chunked body."""
         length_text = environ.get("CONTENT_LENGTH", "")
         transfer_coding = environ.get("HTTP_TRANSFER_ENCODING")
-        length: int | None = 0
+
         if transfer_coding is not None:
             # RFC 9112, section 6.1: a request with both may be an attempt at
             # request smuggling, and chunked must be the final coding.
             if length_text:
-                return self._reject_framing(
-                    environ, start_response, limits,
-                    "The request has both Content-Length and Transfer-Encoding.",
+                raise self._framing(
+                    "The request has both Content-Length and Transfer-Encoding."
                 )
             if transfer_coding.strip().lower() != "chunked":
-                return self._reject_framing(
-                    environ, start_response, limits, "Transfer-Encoding must be chunked."
-                )
+                raise self._framing("Transfer-Encoding must be chunked.")
             if not environ.get("wsgi.input_terminated"):
-                return self._reject(
-                    environ, start_response, limits, self.length_required, "length-required"
-                )
-            length = None
-        elif length_text:
-            try:
-                length = parse_content_length(length_text)
-            except ValueError:
-                return self._reject_framing(
-                    environ, start_response, limits, "Content-Length is not a number."
-                )
-            if length > limits.max_body:
-                return self._reject(
-                    environ, start_response, limits, self.body_too_large, "body-too-large",
-                    detail=f"The body is larger than {limits.max_body} bytes.",
-                )
+                raise _Rejected(self.length_required, "length-required")
+            return None
 
-        validate = limits.schema is not None and method in SCHEMA_METHODS
-        if length == 0 and not validate:
-            return self.app(environ, start_response)
+        if not length_text:
+            return 0
+        try:
+            length = parse_content_length(length_text)
+        except ValueError:
+            raise self._framing("Content-Length is not a number.") from None
+        if length > limits.max_body:
+            raise _Rejected(
+                self.body_too_large,
+                "body-too-large",
+                f"The body is larger than {limits.max_body} bytes.",
+            )
+        return length
 
+    def _check_body_type(
+        self,
+        environ: WSGIEnvironment,
+        limits: _RouteLimits,
+        length: int | None,
+        validate: bool,
+    ) -> tuple[bool, str | None]:
+        """Check the media type and content coding.
+
+        Returns whether the body is JSON, and the coding to inflate, if any.
+        """
         media = media_type(environ.get("CONTENT_TYPE", ""))
-        if length != 0 and not limits.accepts(media):
-            return self._reject(
-                environ, start_response, limits, limits.unsupported_media_type,
-                "unsupported-media-type",
-            )
         json_body = is_json(media)
-        if validate and not json_body:
-            return self._reject(
-                environ, start_response, limits, limits.unsupported_media_type,
-                "unsupported-media-type",
-            )
+        if (length != 0 and not limits.accepts(media)) or (validate and not json_body):
+            raise _Rejected(limits.unsupported_media_type, "unsupported-media-type")
 
-        coding = None
         content_encoding = environ.get("HTTP_CONTENT_ENCODING", "")
-        if content_encoding and content_encoding.strip().lower() != "identity":
-            coding = content_coding(content_encoding) if limits.decompress else None
-            if coding is None:
-                accepted = "gzip, deflate" if limits.decompress else "identity"
-                return self._reject(
-                    environ, start_response, limits, self.unsupported_encoding,
-                    "unsupported-content-encoding",
-                    detail=f"Accepted content codings: {accepted}.",
-                    headers=[("Accept-Encoding", accepted)],
-                )
-
-        if coding is None and not json_body and not validate:
-            return self._stream(environ, start_response, limits, length)
-        return self._buffer(environ, start_response, limits, length, coding, json_body, validate)
+        if not content_encoding or content_encoding.strip().lower() == "identity":
+            return json_body, None
+        coding = content_coding(content_encoding) if limits.decompress else None
+        if coding is None:
+            # RFC 7694, section 3: name the codings that are accepted.
+            accepted = "gzip, deflate" if limits.decompress else "identity"
+            raise _Rejected(
+                self.unsupported_encoding,
+                "unsupported-content-encoding",
+                f"Accepted content codings: {accepted}.",
+                headers=[("Accept-Encoding", accepted)],
+            )
+        return json_body, coding
 
     def _buffer(
         self,
         environ: WSGIEnvironment,
-        start_response: StartResponse,
         limits: _RouteLimits,
         length: int | None,
         coding: str | None,
         json_body: bool,
         validate: bool,
-    ) -> Iterable[bytes]:
-        """Read the whole body, check it, and pass the app a fresh ``wsgi.input``."""
+    ) -> None:
+        """Read the whole body, check it, and give the app a fresh ``wsgi.input``."""
         try:
             body = read_body(environ["wsgi.input"], limits.max_body, length)
             if coding is not None:
                 body = inflate(body, coding, limits.max_body, limits.max_inflate_ratio)
         except RequestBodyError as exc:
-            return self._reject_body(environ, start_response, limits, exc)
+            raise self._body_error(exc) from None
 
         if json_body:
-            verdict, offset = scan_json(body, limits.json_max_depth, limits.json_max_tokens)
-            if verdict != OK:
-                if verdict == TOO_DEEP:
-                    reason = "json-too-deep"
-                    detail = f"JSON nesting exceeds {limits.json_max_depth} levels at byte {offset}."
-                else:
-                    reason = "json-too-many-tokens"
-                    detail = f"JSON has more than {limits.json_max_tokens} tokens at byte {offset}."
-                return self._reject(
-                    environ, start_response, limits, self.invalid_json, reason, detail=detail
-                )
+            self._scan(body, limits)
 
         if validate and limits.schema is not None:
             try:
                 environ[context.BODY] = limits.schema.decode(body)
             except SchemaError as exc:
                 if exc.status == 422:
-                    return self._reject(
-                        environ, start_response, limits, self.validation_failed,
-                        "schema-mismatch", detail=exc.detail,
-                        errors=[msgspec.structs.asdict(error) for error in exc.errors],
-                    )
-                return self._reject(
-                    environ, start_response, limits, self.invalid_json, "invalid-json",
-                    detail=exc.detail if body else "The body is empty.",
-                )
+                    errors = [msgspec.structs.asdict(error) for error in exc.errors]
+                    raise _Rejected(
+                        self.validation_failed,
+                        "schema-mismatch",
+                        exc.detail,
+                        errors=errors,
+                    ) from None
+                detail = exc.detail if body else "The body is empty."
+                raise _Rejected(self.invalid_json, "invalid-json", detail) from None
 
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
@@ -394,7 +415,24 @@ class RequestLimitsMiddleware:
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         if coding is not None:
             environ.pop("HTTP_CONTENT_ENCODING", None)
-        return self.app(environ, start_response)
+
+    def _scan(self, body: bytes, limits: _RouteLimits) -> None:
+        """Reject JSON nested or sized past the limits before any decoder sees it."""
+        verdict, offset = scan_json(body, limits.json_max_depth, limits.json_max_tokens)
+        if verdict == OK:
+            return
+        if verdict == TOO_DEEP:
+            raise _Rejected(
+                self.invalid_json,
+                "json-too-deep",
+                f"JSON nesting exceeds {limits.json_max_depth} levels "
+                f"at byte {offset}.",
+            )
+        raise _Rejected(
+            self.invalid_json,
+            "json-too-many-tokens",
+            f"JSON has more than {limits.json_max_tokens} tokens at byte {offset}.",
+        )
 
     def _stream(
         self,
@@ -413,59 +451,42 @@ class RequestLimitsMiddleware:
         except RequestBodyError as exc:
             if exc is not body.error or response.forwarded:
                 raise
-            return self._reject_body(environ, start_response, limits, exc)
+            return self._reject(environ, start_response, limits, self._body_error(exc))
 
         if body.error is not None and not response.forwarded:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
-            return self._reject_body(environ, start_response, limits, body.error)
+            return self._reject(
+                environ, start_response, limits, self._body_error(body.error)
+            )
         return response.release(result)
 
-    def _reject_body(
-        self,
-        environ: WSGIEnvironment,
-        start_response: StartResponse,
-        limits: _RouteLimits,
-        error: RequestBodyError,
-    ) -> Iterable[bytes]:
+    def _body_error(self, error: RequestBodyError) -> _Rejected:
         problem = self.body_too_large if error.status == 413 else self.invalid_body
-        return self._reject(
-            environ, start_response, limits, problem, error.reason, detail=error.detail
-        )
+        return _Rejected(problem, error.reason, error.detail)
 
-    def _reject_framing(
-        self,
-        environ: WSGIEnvironment,
-        start_response: StartResponse,
-        limits: _RouteLimits,
-        detail: str,
-    ) -> Iterable[bytes]:
-        return self._reject(
-            environ, start_response, limits, self.invalid_framing, "invalid-framing",
-            detail=detail,
-        )
+    def _framing(self, detail: str) -> _Rejected:
+        return _Rejected(self.invalid_framing, "invalid-framing", detail)
 
     def _reject(
         self,
         environ: WSGIEnvironment,
         start_response: StartResponse,
         limits: _RouteLimits,
-        problem: Problem,
-        reason: str,
-        *,
-        detail: str | None = None,
-        errors: list[dict[str, Any]] | None = None,
-        headers: list[tuple[str, str]] | None = None,
+        rejection: _Rejected,
     ) -> Iterable[bytes]:
         """Record, log and send one rejection."""
-        context.record_decision(environ, "request", "invalid", reason, limits.route_id)
+        problem = rejection.problem
+        context.record_decision(
+            environ, "request", "invalid", rejection.reason, limits.route_id
+        )
         client_ip = environ.get(context.CLIENT_IP, "")
         events.emit(
             "request",
             "invalid",
             {
-                "event.reason": reason,
+                "event.reason": rejection.reason,
                 "rule.id": limits.route_id,
                 "client.ip": client_ip,
                 "http.request.method": environ.get("REQUEST_METHOD", "")[:20],
@@ -474,29 +495,45 @@ class RequestLimitsMiddleware:
             },
             client=client_ip,
         )
-        if detail is None and errors is None:
-            return problem(environ, start_response, headers or ())
-        return _send_problem(problem, environ, start_response, detail, errors, headers or ())
+        if rejection.detail is None and rejection.errors is None:
+            return problem(environ, start_response, rejection.headers)
+        return _send_problem(environ, start_response, rejection)
+
+
+class _Rejected(Exception):
+    """A check failed: the problem to send and what to record about it."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        reason: str,
+        detail: str | None = None,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(reason)
+        self.problem = problem
+        self.reason = reason
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers
 
 
 def _send_problem(
-    problem: Problem,
-    environ: WSGIEnvironment,
-    start_response: StartResponse,
-    detail: str | None,
-    errors: list[dict[str, Any]] | None,
-    headers: Iterable[tuple[str, str]],
+    environ: WSGIEnvironment, start_response: StartResponse, rejection: _Rejected
 ) -> Iterable[bytes]:
-    """Send ``problem`` with a detail and an ``errors`` member for this occurrence."""
+    """Send a problem with this occurrence's ``detail`` and ``errors`` members."""
+    problem = rejection.problem
     document: dict[str, Any] = {
         "type": problem.type,
         "title": problem.title,
         "status": problem.status,
     }
-    if detail is not None:
-        document["detail"] = detail
-    if errors:
-        document["errors"] = errors
+    if rejection.detail is not None:
+        document["detail"] = rejection.detail
+    if rejection.errors:
+        document["errors"] = rejection.errors
     body = _encode(document)
     start_response(
         problem.status_line,
@@ -504,8 +541,9 @@ def _send_problem(
             ("Content-Type", PROBLEM_CONTENT_TYPE),
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
+            # The problem's own extra headers, such as Allow.
             *problem.headers[3:],
-            *headers,
+            *rejection.headers,
         ],
     )
     if environ.get("REQUEST_METHOD") == "HEAD":
@@ -526,7 +564,10 @@ def _route_schemas(
             raise ConfigurationError(
                 f"routes.{route_id}.request.schema",
                 settings.schema,
-                f"route {route_id!r} already has the schema {found[route_id].__qualname__}",
+                f"route {route_id!r} already has the schema "
+                f"{found[route_id].__qualname__}",
             )
-        found[route_id] = resolve_schema(settings.schema, f"routes.{route_id}.request.schema")
+        found[route_id] = resolve_schema(
+            settings.schema, f"routes.{route_id}.request.schema"
+        )
     return found
