@@ -14,7 +14,7 @@ The rules each limit follows:
   read until end of input may block or return the raw chunk framing, so the
   request gets 411 Length Required.
 - **Compressed bodies** (``Content-Encoding: gzip`` or ``deflate``) are
-  inflated only where enabled; the inflated size counts against the same
+  inflated only where enabled. The inflated size counts against the same
   body limit and against a maximum ratio, so a small bomb cannot expand
   into memory.
 
@@ -47,8 +47,8 @@ __all__ = [
     "request_target_length",
 ]
 
-# One read from the server's input stream. 64 KiB matches the buffer sizes
-# of Gunicorn and uWSGI, and bounds the memory above the body limit.
+# One read from the server's input stream. It bounds the memory used above
+# the body limit, and reads a 1 MiB body in 16 calls.
 READ_SIZE = 65536
 
 # RFC 9112, section 6.3: Content-Length is 1*DIGIT. Longer than this is more
@@ -173,8 +173,8 @@ class LimitedInput:
     :class:`BodyIncomplete` when the input ends early. Without one (a chunked
     body on a server that terminates the input) it raises
     :class:`BodyTooLarge` as soon as one byte past ``limit`` arrives. The
-    first error is kept in ``error`` so the middleware can answer with it
-    even when the app caught the exception.
+    first error is kept in ``error``, so the middleware can still send it when
+    the app caught the exception.
     """
 
     __slots__ = ("_consumed", "_length", "_limit", "_stream", "error")

@@ -1,9 +1,9 @@
 """Request limits middleware: reject malformed or oversize requests early.
 
-Per request, cheapest first: the method (405 with ``Allow``), the length of
-the request target (414), the number and size of header fields (431), the
-body framing (400, 411), the declared body size (413), the media type and
-content coding (415). Then the body:
+Checks run cheapest first. The method comes first (405 with ``Allow``), then
+the length of the request target (414) and the number and size of header
+fields (431). Then come the body framing (400, 411), the declared body size
+(413), and the media type and content coding (415). Then the body:
 
 - A JSON body, a compressed body and every body of a route with a schema is
   read here, within the limit, and handed to the app as a fresh
@@ -145,11 +145,13 @@ class _HeldResponse:
     still replace the response; once released, calls go straight through.
     """
 
-    __slots__ = ("_held", "_released", "_start_response", "_write", "forwarded")
+    __slots__ = ("_pending", "_released", "_start_response", "_write", "forwarded")
 
     def __init__(self, start_response: StartResponse) -> None:
         self._start_response = start_response
-        self._held: tuple[str, list[tuple[str, str]], OptExcInfo | None] | None = None
+        self._pending: tuple[str, list[tuple[str, str]], OptExcInfo | None] | None = (
+            None
+        )
         self._released = False
         self._write: Callable[[bytes], object] | None = None
         self.forwarded = False
@@ -162,7 +164,7 @@ class _HeldResponse:
     ) -> Callable[[bytes], object]:
         if self._released or self.forwarded:
             return self._start_response(status, headers, exc_info)
-        self._held = (status, headers, exc_info)
+        self._pending = (status, headers, exc_info)
         return self.write
 
     def write(self, data: bytes) -> object:
@@ -178,10 +180,10 @@ class _HeldResponse:
         return result
 
     def _forward(self) -> None:
-        if self.forwarded or self._held is None:
+        if self.forwarded or self._pending is None:
             return
         self.forwarded = True
-        self._write = self._start_response(*self._held)
+        self._write = self._start_response(*self._pending)
 
 
 class RequestLimitsMiddleware:
@@ -441,7 +443,7 @@ class RequestLimitsMiddleware:
         limits: _RouteLimits,
         length: int | None,
     ) -> Iterable[bytes]:
-        """Call the app with a limited ``wsgi.input``; answer its body errors."""
+        """Call the app with a limited ``wsgi.input``, and reject on its body errors."""
         body = LimitedInput(environ["wsgi.input"], limits.max_body, length)
         environ["wsgi.input"] = body
         response = _HeldResponse(start_response)
