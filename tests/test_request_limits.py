@@ -11,9 +11,12 @@ from typing import Any
 
 import flask
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tests.conftest import load_twin
 from tests.support.wsgi import EchoApp, call, make_environ, shield
-from wsgishield import ConfigurationError, context
+from wsgishield import ConfigurationError, _fast, context
 from wsgishield.middleware import RequestLimitsMiddleware
 from wsgishield.policy import load_policy
 from wsgishield.request_limits import (
@@ -706,3 +709,64 @@ def test_limited_input_readlines_and_iteration() -> None:
     limited = LimitedInput(io.BytesIO(b"a\nb\nc"), 100)
 
     assert limited.readlines() == [b"a\n", b"b\n", b"c"]
+
+
+# The header size kernel and its twin.
+HEADER_CASES = [
+    pytest.param({}, (0, 0), id="empty"),
+    pytest.param({"HTTP_HOST": "a"}, (1, 4 + 1 + 4), id="one"),
+    pytest.param(
+        {"CONTENT_TYPE": "", "CONTENT_LENGTH": ""}, (0, 0), id="empty-content"
+    ),
+    pytest.param({"CONTENT_LENGTH": "10"}, (1, 14 + 2 + 4), id="content-length"),
+    pytest.param({"HTTP_": "x"}, (1, 0 + 1 + 4), id="bare-prefix"),
+    pytest.param(
+        {"HTTPX": "x", "http_host": "y", "REMOTE_ADDR": "z"}, (0, 0), id="not-headers"
+    ),
+    pytest.param({"HTTP_X_N": 5, 1: "x"}, (1, 3 + 4), id="non-str"),
+]
+
+
+@pytest.mark.parametrize(("environ", "expected"), HEADER_CASES)
+def test_header_totals_twins(
+    kernel_mode: str, environ: dict[Any, Any], expected: Any
+) -> None:
+    totals = load_twin("headerscan", kernel_mode).header_totals
+
+    assert totals(environ) == expected
+
+
+def test_header_totals_accepts_mapping(kernel_mode: str) -> None:
+    from types import MappingProxyType
+
+    totals = load_twin("headerscan", kernel_mode).header_totals
+
+    assert totals(MappingProxyType({"HTTP_A": "b"})) == (1, 1 + 1 + 4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    environ=st.dictionaries(
+        st.one_of(
+            st.sampled_from(["CONTENT_TYPE", "CONTENT_LENGTH", "HTTP_"]),
+            st.text(max_size=8),
+        ).map(lambda key: key if key.startswith(("HTTP", "CONTENT")) else "HTTP_" + key)
+        | st.text(max_size=6),
+        st.text(max_size=10) | st.integers(),
+        max_size=12,
+    )
+)
+def test_header_totals_twins_agree(environ: dict[str, Any]) -> None:
+    if _fast.NO_EXTENSIONS:
+        pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")
+    compiled = load_twin("headerscan", "compiled").header_totals(environ)
+    python = load_twin("headerscan", "python").header_totals(environ)
+    assert compiled == python
+
+
+def test_header_kernel_compiled_loaded() -> None:
+    if _fast.NO_EXTENSIONS:
+        pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")
+    from wsgishield._fast import headerscan
+
+    assert headerscan.header_totals is load_twin("headerscan", "compiled").header_totals

@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
+from ._fast.headerscan import header_totals
 from .errors import WsgiShieldError
 
 __all__ = [
@@ -54,9 +55,6 @@ READ_SIZE = 65536
 # RFC 9112, section 6.3: Content-Length is 1*DIGIT. Longer than this is more
 # than any limit the policy accepts, so it is rejected without int().
 _MAX_LENGTH_DIGITS = 15
-
-# Each header line costs its name, its value, ": " and CRLF on the wire.
-_HEADER_LINE_OVERHEAD = 4
 
 # Content codings the inflater understands, with their zlib window bits:
 # 16 + 15 reads the gzip wrapper, 15 the zlib wrapper of HTTP "deflate".
@@ -142,27 +140,6 @@ def request_target_length(environ: Mapping[str, Any]) -> int:
     query = environ.get("QUERY_STRING", "")
     length = len(environ.get("SCRIPT_NAME", "")) + len(environ.get("PATH_INFO", ""))
     return length + len(query) + 1 if query else length
-
-
-def header_totals(environ: Mapping[str, Any]) -> tuple[int, int]:
-    """Return the number of request header fields and their size in bytes.
-
-    Servers join repeated fields into one value, so the count is of distinct
-    names; the size still counts every byte.
-    """
-    count = 0
-    size = 0
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            size += len(key) - 5 + len(value)
-        elif key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
-            if not value:
-                continue
-            size += len(key) + len(value)
-        else:
-            continue
-        count += 1
-    return count, size + count * _HEADER_LINE_OVERHEAD
 
 
 class LimitedInput:
