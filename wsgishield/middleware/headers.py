@@ -41,6 +41,7 @@ __all__ = ["SecurityHeadersMiddleware"]
 
 logger = logging.getLogger(__name__)
 
+_ROUTE = context.ROUTE
 _SCHEME = context.SCHEME
 _IDENTITY = context.IDENTITY
 
@@ -138,7 +139,7 @@ class SecurityHeadersMiddleware:
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
-        route = environ.get(context.ROUTE)
+        route = environ.get(_ROUTE)
         chosen = (
             self.default if route is None else self.by_route.get(route.id, self.default)
         )
