@@ -183,6 +183,32 @@ def test_app_raising_body_error_gets_413() -> None:
     assert response.code == 413
 
 
+def test_app_wrapping_body_error_gets_413() -> None:
+    def parser(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        try:
+            environ["wsgi.input"].read()
+        except OSError as exc:
+            raise ValueError("could not parse the upload") from exc
+        start_response("200 OK", [])
+        return [b""]
+
+    response = call(
+        shield(parser, POLICY),
+        make_environ("POST", "/", stream=CountingStream(2 * MIB), chunked=True),
+    )
+
+    assert response.code == 413
+
+
+def test_app_error_without_body_error_propagates() -> None:
+    def broken(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environ["wsgi.input"].read()
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        call(shield(broken, POLICY), make_environ("POST", "/", body=b"abc"))
+
+
 def test_chunked_without_terminated_input_is_411() -> None:
     app = EchoApp()
 

@@ -450,10 +450,13 @@ class RequestLimitsMiddleware:
 
         try:
             result = self.app(environ, response.start_response)
-        except RequestBodyError as exc:
-            if exc is not body.error or response.forwarded:
+        except Exception:
+            # The app may raise our error, or its own after catching ours.
+            if body.error is None or response.forwarded:
                 raise
-            return self._reject(environ, start_response, limits, self._body_error(exc))
+            return self._reject(
+                environ, start_response, limits, self._body_error(body.error)
+            )
 
         if body.error is not None and not response.forwarded:
             close = getattr(result, "close", None)
