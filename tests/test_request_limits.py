@@ -209,6 +209,32 @@ def test_app_error_without_body_error_propagates() -> None:
         call(shield(broken, POLICY), make_environ("POST", "/", body=b"abc"))
 
 
+def test_legacy_write_before_body_error_propagates() -> None:
+    def streaming(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"started ")
+        environ["wsgi.input"].read()
+        return [b"done"]
+
+    with pytest.raises(BodyTooLarge):
+        call(
+            shield(streaming, POLICY),
+            make_environ("POST", "/", stream=CountingStream(MIB + 1), chunked=True),
+        )
+
+
+def test_held_status_sent_on_return() -> None:
+    def lazy(environ: dict[str, Any], start_response: Any) -> Any:
+        environ["wsgi.input"].read()
+        start_response("201 Created", [("Content-Type", "text/plain")])
+        yield b"made"
+
+    response = call(shield(lazy, POLICY), make_environ("POST", "/", body=b"abc"))
+
+    assert response.code == 201
+    assert response.body == b"made"
+
+
 def test_chunked_without_terminated_input_is_411() -> None:
     app = EchoApp()
 

@@ -269,7 +269,7 @@ REQUEST_POLICY = {
     "request": {
         "max_body": 100,
         "max_headers": 20,
-        "content_types": ["application/json"],
+        "content_types": ["application/json", "application/octet-stream"],
     },
     "routes": [
         {
@@ -280,6 +280,7 @@ REQUEST_POLICY = {
     ],
 }
 JSON = {"Content-Type": "application/json"}
+OCTETS = {"Content-Type": "application/octet-stream"}
 
 
 @pytest.mark.parametrize(
@@ -337,6 +338,18 @@ JSON = {"Content-Type": "application/json"}
             ),
             431,
             id="431",
+        ),
+        pytest.param(
+            make_environ("POST", "/", body=b"x" * 101, chunked=True, headers=OCTETS),
+            413,
+            id="413-streamed",
+        ),
+        pytest.param(
+            make_environ(
+                "POST", "/", body=b"x" * 10, content_length="50", headers=OCTETS
+            ),
+            400,
+            id="400-incomplete",
         ),
     ],
 )
