@@ -97,7 +97,7 @@ def test_chunked_body_over_limit_is_413(size: int, read: str) -> None:
 
 
 @pytest.mark.parametrize("size", [MIB + 1, 50 * MIB], ids=["limit-plus-1", "50-mib"])
-def test_content_length_over_limit_is_413_before_app(size: int) -> None:
+def test_length_over_limit_is_413_unread(size: int) -> None:
     app = EchoApp()
     stream = CountingStream(size)
 
@@ -112,7 +112,7 @@ def test_content_length_over_limit_is_413_before_app(size: int) -> None:
 
 
 @pytest.mark.parametrize("read", ["all", "chunks", "lines"])
-def test_content_length_longer_than_body_is_400(read: str) -> None:
+def test_length_longer_than_body_is_400(read: str) -> None:
     app = EchoApp(read)
 
     response = call(
@@ -124,7 +124,7 @@ def test_content_length_longer_than_body_is_400(read: str) -> None:
     assert json.loads(response.body)["type"].endswith("invalid-body")
 
 
-def test_content_length_shorter_than_body_reads_declared_length() -> None:
+def test_short_length_reads_declared_bytes() -> None:
     # HTTP framing: the bytes after Content-Length belong to the next request
     # on the connection, which the server parses (see the Gunicorn tests).
     app = EchoApp()
@@ -281,7 +281,7 @@ def test_invalid_content_length_is_400(value: str) -> None:
     assert app.seen == []
 
 
-def test_flask_chunked_body_over_limit_is_413_not_truncated() -> None:
+def test_flask_chunked_oversize_is_413() -> None:
     flask_app = flask.Flask(__name__)
     flask_app.config["MAX_CONTENT_LENGTH"] = None
     received: list[int] = []
@@ -588,7 +588,7 @@ def test_json_bomb_in_128k_thread_stack() -> None:
     assert results == [400, 200]
 
 
-def test_json_bomb_reaches_flask_never() -> None:
+def test_json_bomb_never_reaches_flask() -> None:
     flask_app = flask.Flask(__name__)
 
     @flask_app.post("/")
