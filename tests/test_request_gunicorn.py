@@ -153,6 +153,20 @@ def test_chunked_over_limit_is_413(server: GunicornServer, size: int) -> None:
 
 
 @pytest.mark.parametrize(
+    ("size", "status"),
+    [(MAX_BODY - 1, 200), (MAX_BODY, 200), (MAX_BODY + 1, 413), (50 * MIB, 413)],
+    ids=["limit-minus-1", "limit", "limit-plus-1", "50-mib"],
+)
+def test_flask_chunked_body(server: GunicornServer, size: int, status: int) -> None:
+    [reply] = exchange(server, chunked_request("/flask/upload", size))
+
+    assert reply.status == status
+    if status == 200:
+        assert reply.json()["length"] == size
+        assert reply.json()["sha256"] == sha256_of_pattern(size)
+
+
+@pytest.mark.parametrize(
     "size", [MAX_BODY + 1, 50 * MIB], ids=["limit-plus-1", "50-mib"]
 )
 def test_chunked_json_over_limit_is_413(server: GunicornServer, size: int) -> None:

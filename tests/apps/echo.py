@@ -10,6 +10,8 @@ import json
 import os
 from typing import Any
 
+from flask import Flask, request
+
 from wsgishield import Shield
 
 MAX_BODY = 1024 * 1024
@@ -19,6 +21,7 @@ POLICY = {
     "headers": {},
     "routes": [
         {"id": "upload", "path": "/upload"},
+        {"id": "flask-upload", "path": "/flask/upload"},
         {
             "id": "json",
             "path": "/json",
@@ -48,4 +51,20 @@ def echo(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [body]
 
 
-app = Shield(echo, policy=POLICY)
+flask_app = Flask(__name__)
+
+
+@flask_app.post("/flask/upload")
+def flask_upload() -> dict[str, Any]:
+    # Werkzeug reads a chunked body only when the server terminates the input.
+    data = request.get_data()
+    return {"length": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
+    if environ.get("PATH_INFO", "").startswith("/flask/"):
+        return flask_app.wsgi_app(environ, start_response)
+    return echo(environ, start_response)
+
+
+app = Shield(dispatch, policy=POLICY)
