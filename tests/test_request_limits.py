@@ -670,6 +670,16 @@ def test_rejection_records_decision_and_event(caplog: pytest.LogCaptureFixture) 
     assert events[-1]["http.response.status_code"] == 413
 
 
+def test_decision_names_route_without_override() -> None:
+    policy = {"request": {"max_body": 10}, "routes": [{"id": "plain", "path": "/plain"}]}
+    environ = make_environ("POST", "/plain", body=b"x" * 11)
+
+    response = call(shield(EchoApp(), policy), environ)
+
+    assert response.code == 413
+    assert environ[context.DECISION].rule_id == "plain"
+
+
 def test_details_never_echo_input() -> None:
     huge = "A" * 10_000
     responses = [

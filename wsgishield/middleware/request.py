@@ -5,8 +5,8 @@ the length of the request target (414) and the number and size of header
 fields (431). Then come the body framing (400, 411), the declared body size
 (413), and the media type and content coding (415). Then the body:
 
-- A JSON body, a compressed body and every body of a route with a schema is
-  read here, within the limit, and handed to the app as a fresh
+- A JSON body, a compressed body and every POST, PUT or PATCH body of a
+  route with a schema is read here, within the limit, and handed to the app as a fresh
   ``wsgi.input`` with an exact ``CONTENT_LENGTH``. JSON is pre-scanned for
   depth and tokens before any decoder sees it (400), then decoded into the
   route's schema (400 for malformed JSON, 422 for a mismatch). The decoded
@@ -78,7 +78,6 @@ class _RouteLimits:
         "max_inflate_ratio",
         "method_not_allowed",
         "methods",
-        "route_id",
         "schema",
         "type_prefixes",
         "unsupported_media_type",
@@ -86,7 +85,6 @@ class _RouteLimits:
 
     def __init__(
         self,
-        route_id: str | None,
         defaults: RequestPolicy,
         override: RouteRequest | None,
         schema: type[msgspec.Struct] | None,
@@ -96,7 +94,6 @@ class _RouteLimits:
             value = getattr(override, name, None) if override is not None else None
             return getattr(defaults, name) if value is None else value
 
-        self.route_id = route_id
         methods = set(pick("methods"))
         # HEAD is GET without a body (RFC 9110, section 9.3.2).
         if "GET" in methods:
@@ -205,10 +202,9 @@ class RequestLimitsMiddleware:
 
         routes = dict(routes or {})
         found = _route_schemas(routes, schemas)
-        self.default = _RouteLimits(None, defaults, None, None, problem_type_base)
+        self.default = _RouteLimits(defaults, None, None, problem_type_base)
         self.by_route: dict[str, _RouteLimits] = {
             route_id: _RouteLimits(
-                route_id,
                 defaults,
                 routes.get(route_id),
                 found.get(route_id),
@@ -293,7 +289,7 @@ class RequestLimitsMiddleware:
             if buffered:
                 self._buffer(environ, limits, length, coding, json_body, validate)
         except _Rejected as rejection:
-            return self._reject(environ, start_response, limits, rejection)
+            return self._reject(environ, start_response, rejection)
 
         if not buffered:
             return self._stream(environ, start_response, limits, length)
@@ -454,17 +450,13 @@ class RequestLimitsMiddleware:
             # The app may raise our error, or its own after catching ours.
             if body.error is None or response.forwarded:
                 raise
-            return self._reject(
-                environ, start_response, limits, self._body_error(body.error)
-            )
+            return self._reject(environ, start_response, self._body_error(body.error))
 
         if body.error is not None and not response.forwarded:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
-            return self._reject(
-                environ, start_response, limits, self._body_error(body.error)
-            )
+            return self._reject(environ, start_response, self._body_error(body.error))
         return response.release(result)
 
     def _body_error(self, error: RequestBodyError) -> _Rejected:
@@ -478,13 +470,14 @@ class RequestLimitsMiddleware:
         self,
         environ: WSGIEnvironment,
         start_response: StartResponse,
-        limits: _RouteLimits,
         rejection: _Rejected,
     ) -> Iterable[bytes]:
         """Record, log and send one rejection."""
         problem = rejection.problem
+        route = environ.get(context.ROUTE)
+        rule_id = route.id if route is not None else None
         context.record_decision(
-            environ, "request", "invalid", rejection.reason, limits.route_id
+            environ, "request", "invalid", rejection.reason, rule_id
         )
         client_ip = environ.get(context.CLIENT_IP, "")
         events.emit(
@@ -492,7 +485,7 @@ class RequestLimitsMiddleware:
             "invalid",
             {
                 "event.reason": rejection.reason,
-                "rule.id": limits.route_id,
+                "rule.id": rule_id,
                 "client.ip": client_ip,
                 "http.request.method": environ.get("REQUEST_METHOD", "")[:20],
                 "url.path": environ.get("PATH_INFO", "")[:256],
