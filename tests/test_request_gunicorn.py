@@ -256,3 +256,38 @@ def test_json_bomb_is_400_and_worker_survives(server: GunicornServer) -> None:
     assert reply.status == 400
     assert after.status == 200
     assert after.json()["pid"] == before.json()["pid"]
+
+
+@pytest.fixture(scope="module")
+def small_stack_server() -> Iterator[GunicornServer]:
+    gunicorn = GunicornServer(
+        "tests.apps.echo:app",
+        config="python:tests.apps.small_stack",
+        extra_args=["--worker-class", "gthread", "--threads", "2", "--timeout", "30"],
+    ).start()
+    try:
+        yield gunicorn
+    finally:
+        gunicorn.stop()
+
+
+def test_json_bomb_with_128k_thread_stack(small_stack_server: GunicornServer) -> None:
+    bomb = b"[" * 100_000 + b"]" * 100_000
+    head = (
+        f"POST /json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(bomb)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    valid = b'[[1, 2], {"a": [3]}]'
+    small = (
+        f"POST /json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(valid)}\r\nConnection: close\r\n\r\n"
+    ).encode() + valid
+
+    [before] = exchange(small_stack_server, small)
+    [reply] = exchange(small_stack_server, head + bomb)
+    [after] = exchange(small_stack_server, small)
+
+    assert before.json()["stack_size"] == 128 * 1024
+    assert reply.status == 400
+    assert after.status == 200
+    assert after.json()["pid"] == before.json()["pid"]

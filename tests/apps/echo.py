@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from typing import Any
 
 from flask import Flask, request
@@ -42,7 +43,12 @@ def echo(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         digest.update(chunk)
         length += len(chunk)
     body = json.dumps(
-        {"length": length, "sha256": digest.hexdigest(), "pid": os.getpid()}
+        {
+            "length": length,
+            "sha256": digest.hexdigest(),
+            "pid": os.getpid(),
+            "stack_size": threading.stack_size(),
+        }
     ).encode()
     start_response(
         "200 OK",
