@@ -25,6 +25,7 @@ from wsgishield.request_limits import (
     BodyTooLarge,
     LimitedInput,
     header_totals,
+    media_type,
     parse_content_length,
     request_target_length,
 )
@@ -832,3 +833,14 @@ def test_header_kernel_compiled_loaded() -> None:
     from wsgishield._fast import headerscan
 
     assert headerscan.header_totals is load_twin("headerscan", "compiled").header_totals
+
+
+def test_media_type_memo_is_bounded() -> None:
+    from wsgishield import request_limits
+
+    for index in range(1000):
+        assert media_type(f"Application/X-{index}; q=1") == f"application/x-{index}"
+    assert media_type("x" * 500 + "/json") == "x" * 500 + "/json"
+
+    assert len(request_limits._media_types) <= request_limits._MAX_MEDIA_TYPES
+    assert all(len(key) <= 128 for key in request_limits._media_types)

@@ -56,6 +56,10 @@ READ_SIZE = 65536
 # than any limit the policy accepts, so it is rejected without int().
 _MAX_LENGTH_DIGITS = 15
 
+_MAX_MEDIA_TYPES = 256
+_MAX_MEMOISED_TYPE = 128
+_media_types: dict[str, str] = {}
+
 # Content codings the inflater understands, with their zlib window bits:
 # 16 + 15 reads the gzip wrapper, 15 the zlib wrapper of HTTP "deflate".
 _CODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
@@ -120,7 +124,15 @@ def parse_content_length(text: str) -> int:
 
 def media_type(content_type: str) -> str:
     """Return the lower-case ``type/subtype`` of a Content-Type value."""
-    return content_type.partition(";")[0].strip().lower()
+    media = _media_types.get(content_type)
+    if media is not None:
+        return media
+    media = content_type.partition(";")[0].strip().lower()
+    # Clients send a handful of distinct values, so a small memo saves the
+    # parsing; longer or further values are parsed every time.
+    if len(content_type) <= _MAX_MEMOISED_TYPE and len(_media_types) < _MAX_MEDIA_TYPES:
+        _media_types[content_type] = media
+    return media
 
 
 def is_json(media: str) -> bool:
