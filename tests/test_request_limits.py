@@ -672,7 +672,10 @@ def test_rejection_records_decision_and_event(caplog: pytest.LogCaptureFixture) 
 
 
 def test_decision_names_route_without_override() -> None:
-    policy = {"request": {"max_body": 10}, "routes": [{"id": "plain", "path": "/plain"}]}
+    policy = {
+        "request": {"max_body": 10},
+        "routes": [{"id": "plain", "path": "/plain"}],
+    }
     environ = make_environ("POST", "/plain", body=b"x" * 11)
 
     response = call(shield(EchoApp(), policy), environ)
