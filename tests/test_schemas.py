@@ -272,3 +272,25 @@ def test_schema_rejects_bomb_before_decoding() -> None:
 
     assert response.code == 400
     assert "nesting" in json.loads(response.body)["detail"]
+
+
+def test_post_init_error_points_at_root() -> None:
+    from tests.apps.schemas import Range
+
+    with pytest.raises(SchemaError) as raised:
+        BodySchema(Range).decode(b'{"low": 5, "high": 1}')
+
+    assert [(error.pointer, error.detail) for error in raised.value.errors] == [
+        ("", "low must not exceed high")
+    ]
+
+
+def test_dict_keys_convert_as_json() -> None:
+    class Counts(msgspec.Struct):
+        by_id: dict[int, int]
+        total: int
+
+    with pytest.raises(SchemaError) as raised:
+        BodySchema(Counts).decode(b'{"by_id": {"1": 2}, "total": "x"}')
+
+    assert [error.pointer for error in raised.value.errors] == ["/total"]

@@ -173,19 +173,25 @@ class BodySchema:
                         errors.append(FieldError(pointer, "missing required field"))
                     continue
                 try:
-                    msgspec.convert(raw[field.encode_name], field.type)
+                    # str_keys: object keys arrive as strings, as in JSON.
+                    msgspec.convert(raw[field.encode_name], field.type, str_keys=True)
                 except msgspec.ValidationError as exc:
                     errors.append(_field_error(str(exc), pointer))
+                except (TypeError, ValueError):
+                    # A type that converts differently from JSON decoding:
+                    # msgspec's own first error below still names the failure.
+                    continue
             if config.forbid_unknown_fields:
                 for name in raw:
                     if name not in known:
                         errors.append(
                             FieldError("/" + _escape(_truncate(name)), "unknown field")
                         )
-        # Errors raised by __post_init__ or tagged unions have no field to
-        # point at: report msgspec's own message.
-        if not errors:
-            errors.append(_field_error(str(first), ""))
+        # msgspec's own error always appears, first if the pass above missed
+        # it: errors from __post_init__ or tagged unions point at no field.
+        first_error = _field_error(str(first), "")
+        if all(error.pointer != first_error.pointer for error in errors):
+            errors.insert(0, first_error)
         return errors[:MAX_FIELD_ERRORS]
 
 

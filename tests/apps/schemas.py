@@ -27,3 +27,14 @@ class Odd(msgspec.Struct):
 
 
 NOT_A_STRUCT = {"customer_id": int}
+
+
+class Range(msgspec.Struct):
+    """A schema with a check across fields, raised from ``__post_init__``."""
+
+    low: int
+    high: int
+
+    def __post_init__(self) -> None:
+        if self.low > self.high:
+            raise ValueError("low must not exceed high")
