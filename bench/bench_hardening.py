@@ -250,3 +250,28 @@ def test_validate_pydantic(benchmark: Any) -> None:
 @pytest.mark.benchmark(group="validate-1kb")
 def test_validate_marshmallow(benchmark: Any) -> None:
     benchmark(lambda: ORDER_SCHEMA.load(json.loads(ORDER)))
+
+
+# A request without a body: the checks every GET pays.
+@pytest.mark.benchmark(group="request-layer-get")
+def test_get_bare_app(benchmark: Any) -> None:
+    environ = make_environ("GET", "/items", headers=BROWSER_HEADERS)
+    benchmark(bare_app, environ, start_response)
+
+
+@pytest.mark.benchmark(group="request-layer-get")
+def test_get_request_layer(benchmark: Any) -> None:
+    environ = make_environ("GET", "/items", headers=BROWSER_HEADERS)
+    layer = RequestLimitsMiddleware(bare_app)
+    benchmark(layer, environ, start_response)
+
+
+BROWSER_HEADERS = {
+    "Host": "api.example.com",
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0",
+    "Accept": "application/json",
+    "Accept-Language": "en-GB,en;q=0.5",
+    "Accept-Encoding": "gzip, deflate, br",
+    "Authorization": "Bearer " + "x" * 200,
+    "Connection": "keep-alive",
+}
