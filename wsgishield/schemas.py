@@ -16,7 +16,7 @@ module is imported before the :class:`~wsgishield.Shield` is built::
         items: list[Item]
 
 The request limits layer decodes a JSON body into the struct after the depth
-and token pre-scan, and stores the result under ``wsgishield.body``; read it
+and token pre-scan, and stores the result under ``wsgishield.body``. Read it
 with :func:`request_body` instead of parsing the body a second time.
 
 A body that is not JSON answers 400; a body that does not match the struct

@@ -117,7 +117,7 @@ class HeaderVariant:
         """Return the app's headers with this variant's added and removed.
 
         The fast path, taken when the app set none of the watched names,
-        copies the list once; the app may reuse its own list between calls.
+        copies the list once, because the app may reuse its own list.
         """
         seen = self._seen
         for name, _ in headers:

@@ -2,7 +2,7 @@
 
 It sits outside every layer that can reject a request, so the shield's own
 problem responses carry the same headers as the app's. When the app raises
-before it starts a response, the middleware logs the traceback and answers a
+before it starts a response, the middleware logs the traceback and sends a
 500 problem with the profile's headers, in place of the server's bare page.
 
 .. warning::
