@@ -847,3 +847,77 @@ def test_media_type_memo_is_bounded() -> None:
 
     assert len(request_limits._media_types) <= request_limits._MAX_MEDIA_TYPES
     assert all(len(key) <= 128 for key in request_limits._media_types)
+
+
+# Random hostile requests: never an exception, a 500 or a changed body.
+FUZZ_POLICY = {
+    "headers": {},
+    "request": {"max_body": 2048, "decompress": True, "json_max_depth": 8},
+    "routes": [
+        {
+            "id": "orders",
+            "path": "/orders",
+            "request": {"schema": "tests.apps.schemas:NewOrder"},
+        },
+    ],
+}
+FUZZ_APP = EchoApp()
+FUZZ_SHIELD = shield(FUZZ_APP, FUZZ_POLICY)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "TRACE", "BREW"]),
+    path=st.sampled_from(["/", "/orders", "/orders/", "//orders", "/other"]),
+    body=st.binary(max_size=3000)
+    | st.sampled_from([b"[" * 50, b'{"customerId": 1, "items": []}', b"{}"]),
+    content_type=st.sampled_from(
+        ["", "application/json", "text/plain", "application/x+json; charset=x", "a"]
+    ),
+    content_length=st.none() | st.sampled_from(["", "0", "-1", "10", "99999", "x"]),
+    chunked=st.booleans(),
+    terminated=st.booleans(),
+    encoding=st.sampled_from(["", "gzip", "deflate", "br", "identity", "gzip, gzip"]),
+)
+def test_hostile_requests_never_fail(
+    method: str,
+    path: str,
+    body: bytes,
+    content_type: str,
+    content_length: str | None,
+    chunked: bool,
+    terminated: bool,
+    encoding: str,
+) -> None:
+    headers = {"Content-Type": content_type}
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    # A server's wsgi.input ends where the framing says the body ends.
+    framed = body
+    if not chunked and content_length is not None:
+        framed = body[: int(content_length)] if content_length.isdigit() else b""
+    stream = io.BytesIO(framed)
+    environ = make_environ(
+        method,
+        path,
+        body=body,
+        stream=stream,
+        headers=headers,
+        content_length=content_length,
+        chunked=chunked,
+        terminated=terminated,
+        remote_addr="192.0.2.200",
+    )
+    FUZZ_APP.seen.clear()
+
+    response = call(FUZZ_SHIELD, environ)
+
+    assert response.code in (200, 400, 405, 411, 413, 415, 422)
+    assert "x-content-type-options" in response.header_names()
+    if response.code != 200 or not FUZZ_APP.seen:
+        return
+    seen = FUZZ_APP.seen[0]
+    if encoding in ("", "identity"):
+        # The app got the body as framed: whole, never cut by a limit.
+        assert seen == framed
+    assert len(seen) <= 2048
