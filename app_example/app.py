@@ -20,8 +20,10 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from wsgishield import Shield, context
+from wsgishield.schemas import request_body
 
 from .db import Database
+from .schemas import ItemBody
 
 POLICY_PATH = Path(__file__).resolve().parent / "shield.toml"
 
@@ -47,6 +49,18 @@ def problem(status: int, slug: str, title: str, detail: str | None = None) -> An
     response.status_code = status
     response.mimetype = "application/problem+json"
     return response
+
+
+def _item_fields(decoded: Any, payload: Any) -> tuple[str, int] | Any:
+    """Return ``(name, price_cents)`` of an item body, or a problem response.
+
+    With ``shield.toml`` the shield has already validated the body against
+    :class:`ItemBody`; a policy without that schema falls back to checking
+    the parsed JSON here.
+    """
+    if isinstance(decoded, ItemBody):
+        return decoded.name, decoded.price_cents
+    return _read_item(payload)
 
 
 def _read_item(payload: Any) -> tuple[str, int] | Any:
@@ -125,9 +139,13 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
             )
         return {"items": database.list_items(limit, offset)}
 
+    def item_fields() -> tuple[str, int] | Any:
+        decoded = request_body(request.environ)
+        return _item_fields(decoded, None if decoded is not None else json_body())
+
     @app.post("/items")
     def create_item() -> Any:
-        parsed = _read_item(json_body())
+        parsed = item_fields()
         if not isinstance(parsed, tuple):
             return parsed
         item = database.create_item(*parsed)
@@ -142,7 +160,7 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
 
     @app.put(f"/items/<int(max={MAX_ITEM_ID}):item_id>")
     def update_item(item_id: int) -> Any:
-        parsed = _read_item(json_body())
+        parsed = item_fields()
         if not isinstance(parsed, tuple):
             return parsed
         item = database.update_item(item_id, *parsed)
