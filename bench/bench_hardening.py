@@ -275,3 +275,97 @@ BROWSER_HEADERS = {
     "Authorization": "Bearer " + "x" * 200,
     "Connection": "keep-alive",
 }
+
+
+# Interleaved A/B ratios: steadier than separate pytest-benchmark runs.
+def test_headers_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.conftest import interleaved, report
+
+    environ = make_environ()
+    environ[context.SCHEME] = "https"
+    wrapped = SecurityHeadersMiddleware(bare_app)
+    variant = HeaderProfile("api", hsts="max-age=31536000").variant(True, False)
+    medians = interleaved(
+        {
+            "bare app": lambda: bare_app(environ, start_response),
+            "app + headers layer": lambda: wrapped(environ, start_response),
+            "profile apply alone": lambda: variant.apply(RESPONSE_HEADERS),
+        },
+        number=5000,
+    )
+    with capsys.disabled():
+        print("\n" + report("security headers per response", medians, "bare app"))
+
+
+def test_jsonscan_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.conftest import interleaved, report
+
+    body = sample_json(64 * 1024)
+    compiled = load_twin("jsonscan", "compiled").scan_json
+    twin = load_twin("jsonscan", "python").scan_json
+    medians = interleaved(
+        {
+            "compiled": lambda: compiled(body, 64, 10_000_000),
+            "twin": lambda: twin(body, 64, 10_000_000),
+        },
+        rounds=11,
+        number=20,
+    )
+    with capsys.disabled():
+        print("\n" + report(f"pre-scan of {len(body)} bytes", medians, "compiled"))
+        for name, seconds in medians.items():
+            print(f"  {name:<34} {len(body) / seconds / 1e6:9.1f} MB/s")
+
+
+def test_validation_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.conftest import interleaved, report
+    from wsgishield._fast.jsonscan import scan_json
+    from wsgishield.schemas import BodySchema
+
+    schema = BodySchema(Order)
+    layer = RequestLimitsMiddleware(
+        bare_app,
+        defaults=RequestPolicy(),
+        routes={"orders": RouteRequest()},
+        schemas={"orders": Order},
+    )
+    shield = Shield(
+        bare_app,
+        policy={
+            "headers": {},
+            "routes": [
+                {
+                    "id": "orders",
+                    "path": "/orders",
+                    "request": {"schema": f"{__name__}:Order"},
+                }
+            ],
+        },
+    )
+    base = make_environ(
+        "POST", "/orders", body=ORDER, headers={"Content-Type": "application/json"}
+    )
+    routed = dict(base)
+    routed[context.ROUTE] = Route("orders", "/orders")
+
+    def through(app: Any, environ: dict[str, Any]) -> Any:
+        copy = dict(environ)
+        copy["wsgi.input"] = io.BytesIO(ORDER)
+        return app(copy, start_response)
+
+    medians = interleaved(
+        {
+            "msgspec alone": lambda: DECODER.decode(ORDER),
+            "pre-scan + schema": lambda: (
+                scan_json(ORDER, 64, 200_000),
+                schema.decode(ORDER),
+            ),
+            "request layer": lambda: through(layer, routed),
+            "whole shield": lambda: through(shield, base),
+            "environ copy + BytesIO alone": lambda: (dict(base), io.BytesIO(ORDER)),
+            "pydantic": lambda: OrderModel.model_validate_json(ORDER),
+        },
+        number=1000,
+    )
+    with capsys.disabled():
+        print("\n" + report(f"validate {len(ORDER)} bytes", medians, "msgspec alone"))
