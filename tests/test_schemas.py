@@ -84,6 +84,8 @@ def test_flask_view_reads_decoded_body() -> None:
         pytest.param(b"{bad", "malformed", id="malformed"),
         pytest.param(b'{"customerId": 1,', "truncated", id="truncated"),
         pytest.param(b"", "empty", id="empty"),
+        pytest.param(b"[", "truncated", id="truncated-array"),
+        pytest.param(b'[1, "x"', "truncated", id="truncated-mismatch"),
     ],
 )
 def test_malformed_json_is_400(body: bytes, detail: str) -> None:

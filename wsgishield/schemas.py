@@ -139,28 +139,33 @@ class BodySchema:
         try:
             return self._decoder.decode(body)
         except msgspec.ValidationError as exc:
-            raise SchemaError(
-                422,
-                "The body does not match the schema.",
-                self._field_errors(body, exc),
-            ) from None
+            first = exc
         except msgspec.DecodeError as exc:
             raise SchemaError(400, _shorten(str(exc)), []) from None
+
+        # The typed decoder stops at the first mismatch, so "[" fails as
+        # "expected object" before it is found truncated: parse it whole.
+        try:
+            raw = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            raise SchemaError(400, _shorten(str(exc)), []) from None
+        raise SchemaError(
+            422, "The body does not match the schema.", self._field_errors(raw, first)
+        )
 
     def store(self, environ: MutableMapping[str, Any], body: bytes) -> None:
         """Decode ``body`` and store the result under ``wsgishield.body``."""
         environ[context.BODY] = self.decode(body)
 
     def _field_errors(
-        self, body: bytes, first: msgspec.ValidationError
+        self, raw: Any, first: msgspec.ValidationError
     ) -> list[FieldError]:
-        """List every failing top-level field, each with its first error.
+        """List every failing top-level field of ``raw``, each with its first error.
 
         Runs only after a failed decode, on a body the pre-scan already
-        bounded, so the untyped decode below cannot recurse without limit.
+        bounded, so the untyped decode before it cannot recurse without limit.
         """
         errors: list[FieldError] = []
-        raw = msgspec.json.decode(body)
         config = self.type.__struct_config__
         if isinstance(raw, dict) and config.tag is None and not config.array_like:
             fields = msgspec.structs.fields(self.type)
