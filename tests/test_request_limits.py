@@ -921,3 +921,23 @@ def test_hostile_requests_never_fail(
         # The app got the body as framed: whole, never cut by a limit.
         assert seen == framed
     assert len(seen) <= 2048
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        pytest.param(make_environ("GET", "/"), "no body", id="no-body"),
+        pytest.param(make_environ("POST", "/", body=b"x"), "streamed", id="streamed"),
+        pytest.param(
+            make_environ("POST", "/", body=b"[1]", headers=JSON), "buffered", id="json"
+        ),
+    ],
+)
+def test_allowed_request_traced(environ: dict[str, Any], expected: str) -> None:
+    trace: list[tuple[str, str, Any]] = []
+    environ[context.TRACE] = trace
+
+    response = call(shield(EchoApp(), POLICY), environ)
+
+    assert response.code == 200
+    assert ("request", "allowed", expected) in trace

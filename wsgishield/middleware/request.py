@@ -282,16 +282,23 @@ class RequestLimitsMiddleware:
         try:
             self._check_head(environ, method, limits)
             length = self._body_length(environ, limits)
-            if length == 0 and not validate:
-                return self.app(environ, start_response)
-            json_body, coding = self._check_body_type(environ, limits, length, validate)
-            buffered = json_body or validate or coding is not None
-            if buffered:
-                self._buffer(environ, limits, length, coding, json_body, validate)
+            body = "no body"
+            if length != 0 or validate:
+                json_body, coding = self._check_body_type(
+                    environ, limits, length, validate
+                )
+                body = "streamed"
+                if json_body or validate or coding is not None:
+                    body = "buffered"
+                    self._buffer(environ, limits, length, coding, json_body, validate)
         except _Rejected as rejection:
             return self._reject(environ, start_response, rejection)
 
-        if not buffered:
+        trace: list[tuple[str, str, Any]] | None = environ.get(context.TRACE)
+        if trace is not None:
+            trace.append(("request", "allowed", body))
+
+        if body == "streamed":
             return self._stream(environ, start_response, limits, length)
         return self.app(environ, start_response)
 
