@@ -191,6 +191,9 @@ def test_extra_headers_added() -> None:
             {"content_security_policy": "default-src 'self'\n"}, id="newline-in-csp"
         ),
         pytest.param({"remove": ["Server:"]}, id="colon-in-remove"),
+        pytest.param(
+            {"extra": {"strict-transport-security": "max-age=1"}}, id="hsts-in-extra"
+        ),
     ],
 )
 def test_invalid_header_configuration(headers: dict[str, Any]) -> None:
@@ -437,3 +440,30 @@ def test_profile_variants_precomputed() -> None:
     assert profile.variant(True, False).added[-1] == (HSTS, "max-age=1")
     assert profile.variant(True, True).added[-1] == ("Cache-Control", "no-store")
     assert profile.variant(False, True) is profile.variant(False, True)
+
+
+def test_extra_replaces_profile_header_any_case() -> None:
+    policy = {"headers": {"extra": {"x-frame-options": "SAMEORIGIN"}}}
+
+    response = call(shield(EchoApp(), policy), make_environ())
+
+    values = [
+        value for name, value in response.headers if name.lower() == "x-frame-options"
+    ]
+    assert values == ["SAMEORIGIN"]
+
+
+def test_extra_cache_control_yields_to_no_store() -> None:
+    policy = {"headers": {"extra": {"Cache-Control": "max-age=60"}}}
+    wrapped = shield(EchoApp(), policy)
+
+    anonymous = call(wrapped, make_environ())
+    authenticated = call(wrapped, make_environ(headers={"Authorization": "Bearer x"}))
+
+    def cache_control(response: Any) -> list[str]:
+        return [
+            value for name, value in response.headers if name.lower() == "cache-control"
+        ]
+
+    assert cache_control(anonymous) == ["max-age=60"]
+    assert cache_control(authenticated) == ["no-store"]

@@ -165,29 +165,42 @@ class HeaderProfile:
             )
         self.name = name
 
-        base = dict(PROFILES[name])
+        # Keyed by lower-case name, so "extra" replaces a profile header
+        # whatever its spelling instead of adding a second one.
+        base = {header.lower(): (header, value) for header, value in PROFILES[name]}
         if content_security_policy is not None:
             _check_value("headers.content_security_policy", content_security_policy)
-            base["Content-Security-Policy"] = content_security_policy
+            base["content-security-policy"] = (
+                "Content-Security-Policy",
+                content_security_policy,
+            )
         for header, value in (extra or {}).items():
             _check_name(f"headers.extra.{header}", header)
             _check_value(f"headers.extra.{header}", value)
-            base[header] = value
+            if header.lower() == "strict-transport-security":
+                # From "extra" it would go out over plain http as well.
+                raise ConfigurationError(
+                    f"headers.extra.{header}", value, "set HSTS with the hsts_* keys"
+                )
+            base[header.lower()] = (header, value)
         removed = set()
         for header in remove:
             _check_name("headers.remove", header)
             removed.add(header.lower())
 
-        plain = list(base.items())
-        https = plain if hsts is None else [*plain, ("Strict-Transport-Security", hsts)]
-        no_store = [("Cache-Control", "no-store")]
+        plain = list(base.values())
+        if hsts is not None:
+            base["strict-transport-security"] = ("Strict-Transport-Security", hsts)
+        https = list(base.values())
+        # no-store replaces any Cache-Control that "extra" set.
+        no_store = ("Cache-Control", "no-store")
         frozen = frozenset(removed)
         # Indexed by (https << 1) | no_store.
         self.variants: tuple[HeaderVariant, ...] = (
             HeaderVariant(plain, frozen, False),
-            HeaderVariant(plain + no_store, frozen, True),
+            HeaderVariant(_with_no_store(plain, no_store), frozen, True),
             HeaderVariant(https, frozen, False),
-            HeaderVariant(https + no_store, frozen, True),
+            HeaderVariant(_with_no_store(https, no_store), frozen, True),
         )
 
     def variant(self, https: bool, no_store: bool) -> HeaderVariant:
@@ -197,6 +210,10 @@ class HeaderProfile:
     def headers(self, https: bool, no_store: bool) -> Sequence[tuple[str, str]]:
         """Return the headers this profile adds to a response that sets none."""
         return self.variant(https, no_store).added
+
+
+def _with_no_store(headers: Headers, no_store: tuple[str, str]) -> Headers:
+    return [item for item in headers if item[0].lower() != "cache-control"] + [no_store]
 
 
 def _check_name(key: str, name: str) -> None:
