@@ -467,3 +467,12 @@ def test_extra_cache_control_yields_to_no_store() -> None:
 
     assert cache_control(anonymous) == ["max-age=60"]
     assert cache_control(authenticated) == ["no-store"]
+
+
+def test_remove_drops_profile_header() -> None:
+    policy = {"headers": {"remove": ["Server", "x-frame-options"]}}
+
+    response = call(shield(EchoApp(), policy), make_environ(scheme="https"))
+
+    assert "x-frame-options" not in response.header_names()
+    assert response.header(HSTS) is not None

@@ -188,6 +188,12 @@ class HeaderProfile:
             _check_name("headers.remove", header)
             removed.add(header.lower())
 
+        # A removed name never goes out, whether the app or the profile set it.
+        for header in removed:
+            base.pop(header, None)
+        if "strict-transport-security" in removed:
+            hsts = None
+
         plain = list(base.values())
         if hsts is not None:
             base["strict-transport-security"] = ("Strict-Transport-Security", hsts)
