@@ -96,7 +96,8 @@ class RedisSettings(msgspec.Struct, **_STRUCT_OPTIONS):
 
 
 _Method = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{1,20}$")]
-_MediaRange = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9!#$&^_.+-]+/(\*|[a-z0-9!#$&^_.+-]+)$")]
+_MEDIA_RANGE = r"^[a-z0-9!#$&^_.+-]+/(\*|[a-z0-9!#$&^_.+-]+)$"
+_MediaRange = Annotated[str, msgspec.Meta(pattern=_MEDIA_RANGE)]
 _Bytes = Annotated[int, msgspec.Meta(ge=0, le=1 << 40)]
 
 
@@ -109,25 +110,28 @@ class RequestPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
     #: Methods accepted; others get 405 with ``Allow``. TRACE and CONNECT are
     #: left out because an API has no use for them.
     methods: list[_Method] = msgspec.field(
-        default_factory=lambda: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+        default_factory=lambda: [
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
+        ]
     )
-    #: Longest request target (path and query) in bytes; longer gets 414.
+    #: Maximum length of the request target (path and query) in bytes; longer gets 414.
     max_url_bytes: Annotated[int, msgspec.Meta(ge=64, le=1_048_576)] = 8192
-    #: Most header fields; more gets 431.
+    #: Maximum number of header fields; more gets 431.
     max_headers: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
-    #: Most bytes of all header names and values together; more gets 431.
+    #: Maximum bytes of all header names and values together; more gets 431.
     max_header_bytes: Annotated[int, msgspec.Meta(ge=256, le=1_048_576)] = 32768
-    #: Largest body in bytes, on the wire and after decompression; more gets 413.
+    #: Maximum body size in bytes, on the wire and after decompression; more gets 413.
     max_body: _Bytes = 1_048_576
     #: Media types a body may have (``type/*`` allowed); empty accepts any.
     content_types: list[_MediaRange] = []
-    #: Deepest JSON nesting accepted before any decoder runs.
+    #: Maximum JSON nesting depth accepted before any decoder runs.
     json_max_depth: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 64
-    #: Most JSON tokens (values and keys) accepted before any decoder runs.
+    #: Maximum number of JSON tokens (values and keys) accepted before any decoder runs.
     json_max_tokens: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 200_000
-    #: Inflate ``Content-Encoding: gzip`` or ``deflate`` bodies; off rejects them with 415.
+    #: Inflate ``Content-Encoding: gzip`` or ``deflate`` bodies. When off,
+    #: such bodies get 415.
     decompress: bool = False
-    #: Largest inflated-to-compressed size ratio accepted; more gets 413.
+    #: Maximum inflated-to-compressed size ratio; more gets 413.
     max_inflate_ratio: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 100
 
 
@@ -150,7 +154,8 @@ class HeadersPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
 
     #: ``api`` for JSON APIs, ``html`` for pages (adds a CSP for documents).
     profile: Literal["api", "html"] = "api"
-    #: ``Strict-Transport-Security`` max-age in seconds, sent on https only; 0 disables it.
+    #: ``Strict-Transport-Security`` max-age in seconds, sent on https only.
+    #: 0 disables it.
     hsts_max_age: Annotated[int, msgspec.Meta(ge=0, le=63_072_000)] = 31_536_000
     hsts_include_subdomains: bool = True
     hsts_preload: bool = False
@@ -159,7 +164,9 @@ class HeadersPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
     #: Extra response headers to add, or to replace a profile header's value.
     extra: dict[str, str] = {}
     #: Response headers to remove because they fingerprint the stack.
-    remove: list[str] = msgspec.field(default_factory=lambda: ["Server", "X-Powered-By"])
+    remove: list[str] = msgspec.field(
+        default_factory=lambda: ["Server", "X-Powered-By"]
+    )
     #: Send ``Cache-Control: no-store`` on authenticated responses.
     no_store_authenticated: bool = True
     #: Answer an exception the app raises before responding with a 500

@@ -19,8 +19,8 @@ The request limits layer decodes a JSON body into the struct after the depth
 and token pre-scan, and stores the result under ``wsgishield.body``. Read it
 with :func:`request_body` instead of parsing the body a second time.
 
-A body that is not JSON answers 400; a body that does not match the struct
-answers 422 with one entry per failing field, each located by a JSON pointer
+A body that is not JSON gets 400. A body that does not match the struct gets
+422 with one entry per failing field, each located by a JSON pointer
 (RFC 6901). msgspec stops at the first error, so the per-field list comes from
 a second, slower pass that runs only on bodies that already failed.
 """
