@@ -9,9 +9,10 @@ before it starts a response, the middleware logs the traceback and sends a
 
    ``Strict-Transport-Security`` follows ``wsgishield.scheme``, which the
    client address layer takes from ``X-Forwarded-Proto`` only when the peer
-   is a trusted proxy. A server that rewrites ``wsgi.url_scheme`` itself
-   (Gunicorn's ``forwarded_allow_ips``, which trusts 127.0.0.1 by default)
-   can still make that scheme https: configure trust in one place only.
+   is a trusted proxy. A server that rewrites ``wsgi.url_scheme`` itself can
+   still make that scheme https. Gunicorn does so for peers in
+   ``forwarded_allow_ips`` (127.0.0.1 by default) unless
+   ``secure_scheme_headers`` is empty, as :mod:`wsgishield.gunicorn` sets it.
 
 Nginx can add the same headers (``add_header ... always``), but it cannot
 tell an authenticated response from an anonymous one, or follow per-route
