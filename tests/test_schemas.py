@@ -296,3 +296,33 @@ def test_dict_keys_convert_as_json() -> None:
         BodySchema(Counts).decode(b'{"by_id": {"1": 2}, "total": "x"}')
 
     assert [error.pointer for error in raised.value.errors] == ["/total"]
+
+
+def test_each_failing_list_item_listed() -> None:
+    body = {
+        "customerId": 1,
+        "items": [
+            {"sku": "", "qty": 1},
+            {"sku": "B", "qty": 1},
+            {"sku": "C", "qty": 0},
+        ],
+    }
+
+    _, response = post("/orders", json.dumps(body).encode())
+
+    errors = errors_of(response)
+    assert set(errors) == {"/items/0/sku", "/items/2/qty"}
+
+
+def test_list_constraint_reported_whole() -> None:
+    _, response = post("/orders", b'{"customerId": 1, "items": []}')
+
+    assert set(errors_of(response)) == {"/items"}
+
+
+def test_many_failing_items_capped() -> None:
+    body = {"customerId": 1, "items": [{"sku": "A", "qty": 0}] * 100}
+
+    _, response = post("/orders", json.dumps(body).encode())
+
+    assert len(errors_of(response)) == MAX_FIELD_ERRORS

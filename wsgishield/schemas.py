@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import typing
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TypeVar
 
@@ -160,44 +161,95 @@ class BodySchema:
     def _field_errors(
         self, raw: Any, first: msgspec.ValidationError
     ) -> list[FieldError]:
-        """List every failing top-level field of ``raw``, each with its first error.
+        """List the failing fields of ``raw``, descending into nested structs.
 
         Runs only after a failed decode, on a body the pre-scan already
-        bounded, so the untyped decode before it cannot recurse without limit.
+        bounded, so neither the untyped decode before it nor the descent can
+        recurse without limit.
         """
         errors: list[FieldError] = []
-        config = self.type.__struct_config__
-        if isinstance(raw, dict) and config.tag is None and not config.array_like:
-            fields = msgspec.structs.fields(self.type)
-            known = set()
-            for field in fields:
-                known.add(field.encode_name)
-                pointer = "/" + _escape(field.encode_name)
-                if field.encode_name not in raw:
-                    if field.required:
-                        errors.append(FieldError(pointer, "missing required field"))
-                    continue
-                try:
-                    # str_keys: object keys arrive as strings, as in JSON.
-                    msgspec.convert(raw[field.encode_name], field.type, str_keys=True)
-                except msgspec.ValidationError as exc:
-                    errors.append(_field_error(str(exc), pointer))
-                except (TypeError, ValueError):
-                    # A type that converts differently from JSON decoding:
-                    # msgspec's own first error below still names the failure.
-                    continue
-            if config.forbid_unknown_fields:
-                for name in raw:
-                    if name not in known:
-                        errors.append(
-                            FieldError("/" + _escape(_truncate(name)), "unknown field")
-                        )
+        _collect_struct(raw, self.type, "", errors)
         # msgspec's own error always appears, first if the pass above missed
         # it: errors from __post_init__ or tagged unions point at no field.
         first_error = _field_error(str(first), "")
         if all(error.pointer != first_error.pointer for error in errors):
             errors.insert(0, first_error)
         return errors[:MAX_FIELD_ERRORS]
+
+
+def _collect_struct(
+    raw: Any, struct_type: type[msgspec.Struct], prefix: str, errors: list[FieldError]
+) -> bool:
+    """Append the errors of each field of ``raw`` as ``struct_type``.
+
+    Returns False when ``raw`` cannot be checked field by field (not an
+    object, a tagged or array-like struct), so the caller reports it whole.
+    """
+    config = struct_type.__struct_config__
+    if not isinstance(raw, dict) or config.tag is not None or config.array_like:
+        return False
+
+    known = set()
+    for field in msgspec.structs.fields(struct_type):
+        known.add(field.encode_name)
+        pointer = prefix + "/" + _escape(field.encode_name)
+        if field.encode_name not in raw:
+            if field.required:
+                errors.append(FieldError(pointer, "missing required field"))
+            continue
+        _collect_value(raw[field.encode_name], field.type, pointer, errors)
+
+    if config.forbid_unknown_fields:
+        for name in raw:
+            if name not in known:
+                pointer = prefix + "/" + _escape(_truncate(name))
+                errors.append(FieldError(pointer, "unknown field"))
+    return True
+
+
+def _collect_value(
+    value: Any, annotation: Any, pointer: str, errors: list[FieldError]
+) -> None:
+    """Append the error of one value, or of each failing part of it.
+
+    A whole-value error that a nested struct or a list of structs can
+    explain part by part is replaced by those parts' errors; a constraint on
+    the container itself (such as a minimum length) stays whole.
+    """
+    if len(errors) >= MAX_FIELD_ERRORS:
+        return
+    try:
+        # str_keys: object keys arrive as strings, as in JSON.
+        msgspec.convert(value, annotation, str_keys=True)
+        return
+    except msgspec.ValidationError as exc:
+        whole = _field_error(str(exc), pointer)
+    except (TypeError, ValueError):
+        # A type that converts differently from JSON decoding: msgspec's own
+        # first error still names the failure.
+        return
+
+    found = len(errors)
+    bare = _strip_annotated(annotation)
+    if _is_struct(bare):
+        _collect_struct(value, bare, pointer, errors)
+    elif typing.get_origin(bare) is list and isinstance(value, list):
+        (item_type,) = typing.get_args(bare) or (Any,)
+        if _is_struct(_strip_annotated(item_type)):
+            for index, item in enumerate(value):
+                _collect_value(item, item_type, f"{pointer}/{index}", errors)
+    if len(errors) == found:
+        errors.append(whole)
+
+
+def _strip_annotated(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _is_struct(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, msgspec.Struct)
 
 
 def _field_error(message: str, prefix: str) -> FieldError:
