@@ -22,7 +22,8 @@ with :func:`request_body` instead of parsing the body a second time.
 A body that is not JSON gets 400. A body that does not match the struct gets
 422 with one entry per failing field, each located by a JSON pointer
 (RFC 6901). msgspec stops at the first error, so the per-field list comes from
-a second, slower pass that runs only on bodies that already failed.
+a second, slower pass that runs only on bodies that already failed. That
+pass descends into nested structs and lists of structs.
 """
 
 from __future__ import annotations
