@@ -941,3 +941,23 @@ def test_allowed_request_traced(environ: dict[str, Any], expected: str) -> None:
 
     assert response.code == 200
     assert ("request", "allowed", expected) in trace
+
+
+def test_header_and_target_limits_per_route() -> None:
+    policy = {
+        "request": {},
+        "routes": [
+            {
+                "id": "tight",
+                "path": "/tight",
+                "request": {"max_url_bytes": 64, "max_headers": 2},
+            }
+        ],
+    }
+    wrapped = shield(EchoApp(), policy)
+    headers = {"X-A": "1", "X-B": "2", "X-C": "3"}
+
+    assert call(wrapped, make_environ("GET", "/tight", query="q" * 80)).code == 414
+    assert call(wrapped, make_environ("GET", "/tight", headers=headers)).code == 431
+    assert call(wrapped, make_environ("GET", "/other", query="q" * 80)).code == 200
+    assert call(wrapped, make_environ("GET", "/other", headers=headers)).code == 200

@@ -139,6 +139,9 @@ class RouteRequest(msgspec.Struct, **_STRUCT_OPTIONS):
     """A route's request limits; unset keys keep the global value."""
 
     methods: list[_Method] | None = None
+    max_url_bytes: Annotated[int, msgspec.Meta(ge=64, le=1_048_576)] | None = None
+    max_headers: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=256, le=1_048_576)] | None = None
     max_body: _Bytes | None = None
     content_types: list[_MediaRange] | None = None
     #: A ``msgspec.Struct`` that JSON bodies must decode to, as ``"module:Name"``.

@@ -72,15 +72,20 @@ class _RouteLimits:
     __slots__ = (
         "content_types",
         "decompress",
+        "headers_too_large",
         "json_max_depth",
         "json_max_tokens",
         "max_body",
+        "max_header_bytes",
+        "max_headers",
         "max_inflate_ratio",
+        "max_url_bytes",
         "method_not_allowed",
         "methods",
         "schema",
         "type_prefixes",
         "unsupported_media_type",
+        "uri_too_long",
     )
 
     def __init__(
@@ -99,6 +104,9 @@ class _RouteLimits:
         if "GET" in methods:
             methods.add("HEAD")
         self.methods = frozenset(methods)
+        self.max_url_bytes: int = pick("max_url_bytes")
+        self.max_headers: int = pick("max_headers")
+        self.max_header_bytes: int = pick("max_header_bytes")
         self.max_body: int = pick("max_body")
         self.json_max_depth: int = pick("json_max_depth")
         self.json_max_tokens: int = pick("json_max_tokens")
@@ -126,6 +134,21 @@ class _RouteLimits:
             "unsupported-media-type",
             "Unsupported Media Type",
             f"Expected a body of type {', '.join(types)}." if types else None,
+            type_base=type_base,
+        )
+        self.uri_too_long = Problem(
+            414,
+            "uri-too-long",
+            "URI Too Long",
+            f"The request target is longer than {self.max_url_bytes} bytes.",
+            type_base=type_base,
+        )
+        self.headers_too_large = Problem(
+            431,
+            "header-fields-too-large",
+            "Request Header Fields Too Large",
+            f"At most {self.max_headers} header fields of "
+            f"{self.max_header_bytes} bytes in total are accepted.",
             type_base=type_base,
         )
 
@@ -196,9 +219,6 @@ class RequestLimitsMiddleware:
         problem_type_base: str = PROBLEM_TYPE_BASE,
     ) -> None:
         self.app = app
-        self.max_url_bytes = defaults.max_url_bytes
-        self.max_headers = defaults.max_headers
-        self.max_header_bytes = defaults.max_header_bytes
 
         routes = dict(routes or {})
         found = _route_schemas(routes, schemas)
@@ -218,19 +238,6 @@ class RequestLimitsMiddleware:
         ) -> Problem:
             return Problem(status, slug, title, detail, type_base=problem_type_base)
 
-        self.uri_too_long = problem(
-            414,
-            "uri-too-long",
-            "URI Too Long",
-            f"The request target is longer than {self.max_url_bytes} bytes.",
-        )
-        self.headers_too_large = problem(
-            431,
-            "header-fields-too-large",
-            "Request Header Fields Too Large",
-            f"At most {self.max_headers} header fields of "
-            f"{self.max_header_bytes} bytes in total are accepted.",
-        )
         self.invalid_framing = problem(400, "invalid-framing", "Invalid Body Framing")
         self.length_required = problem(
             411,
@@ -308,11 +315,11 @@ class RequestLimitsMiddleware:
         """Check the method, the request target and the header fields."""
         if method not in limits.methods:
             raise _Rejected(limits.method_not_allowed, "method-not-allowed")
-        if request_target_length(environ) > self.max_url_bytes:
-            raise _Rejected(self.uri_too_long, "uri-too-long")
+        if request_target_length(environ) > limits.max_url_bytes:
+            raise _Rejected(limits.uri_too_long, "uri-too-long")
         count, size = header_totals(environ)
-        if count > self.max_headers or size > self.max_header_bytes:
-            raise _Rejected(self.headers_too_large, "headers-too-large")
+        if count > limits.max_headers or size > limits.max_header_bytes:
+            raise _Rejected(limits.headers_too_large, "headers-too-large")
 
     def _body_length(
         self, environ: WSGIEnvironment, limits: _RouteLimits
