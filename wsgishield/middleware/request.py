@@ -466,6 +466,9 @@ class RequestLimitsMiddleware:
                 raise
             return self._reject(environ, start_response, self._body_error(body.error))
 
+        # NOTE: a body error after this point (an app that wrote with write()
+        # or reads inside its iterable) reaches the server, which cuts the
+        # response short: the client gets no 413, though no cut body is used.
         if body.error is not None and not response.forwarded:
             close = getattr(result, "close", None)
             if close is not None:
