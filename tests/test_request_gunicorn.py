@@ -291,3 +291,26 @@ def test_json_bomb_with_128k_thread_stack(small_stack_server: GunicornServer) ->
     assert reply.status == 400
     assert after.status == 200
     assert after.json()["pid"] == before.json()["pid"]
+
+
+def test_spoofed_forwarded_proto_gets_no_hsts() -> None:
+    # With the project's Gunicorn settings, Gunicorn does not rewrite
+    # wsgi.url_scheme from X-Forwarded-Proto, and the echo app's policy
+    # trusts no proxy, so a loopback client claiming https stays on http.
+    gunicorn = GunicornServer(
+        "tests.apps.echo:app",
+        config="deploy/gunicorn.conf.py",
+        env={"WEB_CONCURRENCY": "1", "WSGISHIELD_THREADS": "1"},
+    ).start()
+    try:
+        request = (
+            b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
+            b"X-Forwarded-Proto: https\r\nConnection: close\r\n\r\nhi"
+        )
+        [reply] = exchange(gunicorn, request)
+    finally:
+        gunicorn.stop()
+
+    assert reply.status == 200
+    assert reply.headers["x-content-type-options"] == "nosniff"
+    assert "strict-transport-security" not in reply.headers
