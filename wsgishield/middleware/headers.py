@@ -140,10 +140,11 @@ class SecurityHeadersMiddleware:
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
-        route = environ.get(_ROUTE)
-        chosen = (
-            self.default if route is None else self.by_route.get(route.id, self.default)
-        )
+        chosen = self.default
+        if self.by_route:
+            route = environ.get(_ROUTE)
+            if route is not None:
+                chosen = self.by_route.get(route.id, chosen)
 
         def add_headers(
             status: str,
@@ -153,7 +154,7 @@ class SecurityHeadersMiddleware:
             # Read at response time: the identity is set by a layer inside this one.
             index = 2 if environ.get(_SCHEME) == "https" else 0
             if chosen.no_store_authenticated and (
-                environ.get(_IDENTITY) is not None or "HTTP_AUTHORIZATION" in environ
+                "HTTP_AUTHORIZATION" in environ or environ.get(_IDENTITY) is not None
             ):
                 index += 1
             # The same index as HeaderProfile.variant(https, no_store).
