@@ -28,8 +28,10 @@ from werkzeug.exceptions import HTTPException
 from wsgishield import Shield, context
 from wsgishield.auth import TokenError
 from wsgishield.middleware import AuthMiddleware
+from wsgishield.schemas import request_body
 
 from .db import Database
+from .schemas import ItemBody
 from .tokens import TokenService
 
 POLICY_PATH = Path(__file__).resolve().parent / "shield.toml"
@@ -58,6 +60,18 @@ def problem(status: int, slug: str, title: str, detail: str | None = None) -> An
     response.status_code = status
     response.mimetype = "application/problem+json"
     return response
+
+
+def _item_fields(decoded: Any, payload: Any) -> tuple[str, int] | Any:
+    """Return ``(name, price_cents)`` of an item body, or a problem response.
+
+    With ``shield.toml`` the shield has already validated the body against
+    :class:`ItemBody`; a policy without that schema falls back to checking
+    the parsed JSON here.
+    """
+    if isinstance(decoded, ItemBody):
+        return decoded.name, decoded.price_cents
+    return _read_item(payload)
 
 
 def _read_item(payload: Any) -> tuple[str, int] | Any:
@@ -177,9 +191,13 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
         # The tag lets writes purge every cached page of the list at once.
         return {"items": items}, 200, {"Surrogate-Key": ITEM_LISTS_TAG}
 
+    def item_fields() -> tuple[str, int] | Any:
+        decoded = request_body(request.environ)
+        return _item_fields(decoded, None if decoded is not None else json_body())
+
     @app.post("/items")
     def create_item() -> Any:
-        parsed = _read_item(json_body())
+        parsed = item_fields()
         if not isinstance(parsed, tuple):
             return parsed
         item = database.create_item(*parsed)
@@ -195,7 +213,7 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
 
     @app.put(f"/items/<int(max={MAX_ITEM_ID}):item_id>")
     def update_item(item_id: int) -> Any:
-        parsed = _read_item(json_body())
+        parsed = item_fields()
         if not isinstance(parsed, tuple):
             return parsed
         item = database.update_item(item_id, *parsed)

@@ -144,8 +144,12 @@ def test_crud_on_postgres(postgres_url: str, monkeypatch: pytest.MonkeyPatch) ->
         # Werkzeug checks the method before the converter's range, so an id
         # out of range answers 405 to PUT and DELETE, and 404 to GET.
         ("DELETE", "/items/9223372036854775808", None, 405),
-        ("POST", "/items", b'{"name": "\\ud800", "price_cents": 1}', 422),
-        ("POST", "/items", b"[" * 100_000 + b"]" * 100_000, 400),
+        # msgspec rejects a lone surrogate escape as malformed JSON.
+        ("POST", "/items", b'{"name": "\\ud800", "price_cents": 1}', 400),
+        ("POST", "/items", b'{"name": "a\\u0000", "price_cents": 1}', 422),
+        # Within the 64 KiB body limit, the depth pre-scan rejects it.
+        ("POST", "/items", b"[" * 30_000 + b"]" * 30_000, 400),
+        ("POST", "/items", b"[" * 100_000 + b"]" * 100_000, 413),
         ("POST", "/items", b" " * (2 * 1024 * 1024), 413),
     ],
     ids=[
@@ -154,7 +158,9 @@ def test_crud_on_postgres(postgres_url: str, monkeypatch: pytest.MonkeyPatch) ->
         "huge-id-put",
         "huge-id-delete",
         "lone-surrogate",
+        "control-character",
         "nesting-bomb",
+        "nesting-bomb-oversized",
         "oversized",
     ],
 )
@@ -165,3 +171,36 @@ def test_hostile_requests_never_500(
         path, method=method, data=body, content_type="application/json"
     )
     assert response.status_code == expected
+
+
+def test_item_schema_errors_by_pointer(sqlite_app: Flask) -> None:
+    response = sqlite_app.test_client().post(
+        "/items", json={"name": "", "price_cents": -1, "colour": "red"}
+    )
+
+    assert response.status_code == 422
+    problem = response.get_json()
+    assert problem["type"] == "urn:wsgishield:problem:validation-failed"
+    pointers = {error["pointer"] for error in problem["errors"]}
+    assert pointers == {"/name", "/price_cents", "/colour"}
+
+
+def test_item_write_carries_security_headers(sqlite_app: Flask) -> None:
+    response = admin_client(sqlite_app).post(
+        "/items", json={"name": "widget", "price_cents": 250}
+    )
+
+    assert response.status_code == 201
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Strict-Transport-Security" not in response.headers
+    # An authenticated response must not be kept by shared caches.
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_rejection_carries_security_headers(sqlite_app: Flask) -> None:
+    response = sqlite_app.test_client().post(
+        "/items", json={"name": "widget", "price_cents": 250}
+    )
+
+    assert response.status_code == 401
+    assert response.headers["X-Content-Type-Options"] == "nosniff"

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "CACHE",
+    "BODY",
     "CLIENT",
     "CLIENT_IP",
     "DECISION",
@@ -40,6 +41,8 @@ IDENTITY = "wsgishield.identity"
 #: The response cache middleware, for the app to purge tags with
 #: ``environ[CACHE].purge("tag", ...)``; set on requests the cache handles.
 CACHE = "wsgishield.cache"
+#: The request body decoded into the route's schema by the request limits layer.
+BODY = "wsgishield.body"
 
 #: A list that layers append ``(layer, decision, detail)`` tuples to when it
 #: is present; ``wsgishield explain`` sets it, normal requests do not.

@@ -21,7 +21,9 @@ from .middleware import (
     AuthMiddleware,
     CacheMiddleware,
     ClientAddressMiddleware,
+    RequestLimitsMiddleware,
     RouteMiddleware,
+    SecurityHeadersMiddleware,
 )
 from .policy import Policy, PolicySource, load_policy
 from .routes import Route, RouteTable
@@ -43,7 +45,9 @@ class _Layer(Protocol):
 LAYERS: tuple[type[_Layer], ...] = (
     ClientAddressMiddleware,
     RouteMiddleware,
+    SecurityHeadersMiddleware,
     AccessMiddleware,
+    RequestLimitsMiddleware,
     AuthMiddleware,
     CacheMiddleware,
 )

@@ -12,6 +12,8 @@ from .access import AccessMiddleware
 from .auth import AuthMiddleware
 from .cache import CacheMiddleware
 from .client import ClientAddressMiddleware
+from .headers import SecurityHeadersMiddleware
+from .request import RequestLimitsMiddleware
 from .routes import RouteMiddleware
 
 __all__ = [
@@ -19,5 +21,7 @@ __all__ = [
     "AuthMiddleware",
     "CacheMiddleware",
     "ClientAddressMiddleware",
+    "RequestLimitsMiddleware",
     "RouteMiddleware",
+    "SecurityHeadersMiddleware",
 ]

@@ -1,0 +1,371 @@
+"""Costs of the hardening layers, as ratios within one run.
+
+- security headers: applying a profile to a typical response, and the whole
+  headers middleware against the bare app;
+- JSON pre-scan: compiled kernel against its twin, with throughput in MB/s;
+- schema validation of a 1 KB body: through the shield against msgspec
+  alone, and against marshmallow and pydantic (benchmark-only baselines).
+
+Run: python -m pytest bench/bench_hardening.py --benchmark-only -q
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Annotated, Any
+
+import marshmallow
+import msgspec
+import pydantic
+import pytest
+
+from tests.conftest import load_twin
+from tests.support.wsgi import make_environ
+from wsgishield import HAS_EXTENSIONS, Shield, context
+from wsgishield.middleware import RequestLimitsMiddleware, SecurityHeadersMiddleware
+from wsgishield.policy import RequestPolicy, RouteRequest
+from wsgishield.routes import Route
+from wsgishield.security_headers import HeaderProfile
+
+RESPONSE_HEADERS = [("Content-Type", "application/json"), ("Content-Length", "17")]
+
+
+def start_response(
+    status: str, headers: list[tuple[str, str]], exc_info: Any = None
+) -> Any:
+    return None
+
+
+def bare_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", RESPONSE_HEADERS)
+    return [b'{"status": "ok"}']
+
+
+# Security headers.
+@pytest.mark.benchmark(group="headers-profile")
+def test_profile_apply(benchmark: Any) -> None:
+    variant = HeaderProfile("api", hsts="max-age=31536000; includeSubDomains").variant(
+        True, False
+    )
+    benchmark.extra_info["build"] = "compiled" if HAS_EXTENSIONS else "python"
+    benchmark(variant.apply, RESPONSE_HEADERS)
+
+
+@pytest.mark.benchmark(group="headers-middleware")
+def test_headers_bare_app(benchmark: Any) -> None:
+    environ = make_environ()
+    benchmark(bare_app, environ, start_response)
+
+
+@pytest.mark.benchmark(group="headers-middleware")
+def test_headers_middleware(benchmark: Any) -> None:
+    environ = make_environ()
+    environ[context.SCHEME] = "https"
+    wrapped = SecurityHeadersMiddleware(bare_app)
+    benchmark(wrapped, environ, start_response)
+
+
+# JSON pre-scan.
+def sample_json(size: int) -> bytes:
+    record = {
+        "id": 12345,
+        "name": 'Widget "deluxe" [large]',
+        "tags": ["red", "green", "blue"],
+        "price": 19.99,
+        "stock": {"warehouse": "north", "count": 42, "reserved": False},
+    }
+    items = []
+    total = 2
+    while total < size:
+        text = json.dumps(record)
+        items.append(record)
+        total += len(text) + 2
+    return json.dumps(items).encode()
+
+
+SCAN_BODY = sample_json(1024 * 1024)
+
+
+@pytest.mark.parametrize("mode", ["compiled", "python"])
+@pytest.mark.benchmark(group="jsonscan-1mib")
+def test_jsonscan(benchmark: Any, mode: str) -> None:
+    scan_json = load_twin("jsonscan", mode).scan_json
+    result = benchmark(scan_json, SCAN_BODY, 64, 10_000_000)
+    assert result == (0, len(SCAN_BODY))
+    benchmark.extra_info["bytes"] = len(SCAN_BODY)
+    benchmark.extra_info["mb_per_s"] = round(
+        len(SCAN_BODY) / benchmark.stats.stats.median / 1e6, 1
+    )
+
+
+# Schema validation of a 1 KB body.
+class Line(msgspec.Struct, forbid_unknown_fields=True):
+    sku: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    qty: Annotated[int, msgspec.Meta(ge=1, le=1000)]
+    price: float
+
+
+class Order(msgspec.Struct, forbid_unknown_fields=True):
+    customer_id: int
+    email: str
+    lines: list[Line]
+    note: str | None = None
+
+
+class LineModel(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    sku: Annotated[str, pydantic.Field(min_length=1, max_length=32)]
+    qty: Annotated[int, pydantic.Field(ge=1, le=1000)]
+    price: float
+
+
+class OrderModel(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    customer_id: int
+    email: str
+    lines: list[LineModel]
+    note: str | None = None
+
+
+class LineSchema(marshmallow.Schema):
+    sku = marshmallow.fields.String(
+        required=True, validate=marshmallow.validate.Length(1, 32)
+    )
+    qty = marshmallow.fields.Integer(
+        required=True, validate=marshmallow.validate.Range(1, 1000)
+    )
+    price = marshmallow.fields.Float(required=True)
+
+
+class OrderSchema(marshmallow.Schema):
+    customer_id = marshmallow.fields.Integer(required=True)
+    email = marshmallow.fields.String(required=True)
+    lines = marshmallow.fields.List(
+        marshmallow.fields.Nested(LineSchema), required=True
+    )
+    note = marshmallow.fields.String(allow_none=True, load_default=None)
+
+
+def order_body() -> bytes:
+    lines = [
+        {"sku": f"SKU-{index:05d}", "qty": index + 1, "price": 9.5 + index}
+        for index in range(18)
+    ]
+    body = json.dumps(
+        {
+            "customer_id": 42,
+            "email": "buyer@example.com",
+            "lines": lines,
+            "note": "leave at door",
+        }
+    )
+    return body.encode()
+
+
+ORDER = order_body()
+DECODER = msgspec.json.Decoder(Order)
+ORDER_SCHEMA = OrderSchema()
+
+
+def test_order_body_is_about_1kb() -> None:
+    assert 900 <= len(ORDER) <= 1100
+
+
+@pytest.mark.benchmark(group="validate-1kb")
+def test_validate_msgspec_alone(benchmark: Any) -> None:
+    benchmark(DECODER.decode, ORDER)
+
+
+@pytest.mark.benchmark(group="validate-1kb")
+def test_validate_scan_and_schema(benchmark: Any) -> None:
+    # The validation step the layer runs on a buffered body: pre-scan, then
+    # the route's schema decoder.
+    from wsgishield._fast.jsonscan import scan_json
+    from wsgishield.schemas import BodySchema
+
+    schema = BodySchema(Order)
+
+    def run() -> Any:
+        scan_json(ORDER, 64, 200_000)
+        return schema.decode(ORDER)
+
+    benchmark(run)
+
+
+@pytest.mark.benchmark(group="validate-1kb")
+def test_validate_through_request_layer(benchmark: Any) -> None:
+    # The request limits layer alone, with the route already matched: checks,
+    # buffering, pre-scan, decode and the fresh wsgi.input.
+    route = Route("orders", "/orders")
+    layer = RequestLimitsMiddleware(
+        bare_app,
+        defaults=RequestPolicy(),
+        routes={"orders": RouteRequest()},
+        schemas={"orders": Order},
+    )
+    base = make_environ(
+        "POST", "/orders", body=ORDER, headers={"Content-Type": "application/json"}
+    )
+    base[context.ROUTE] = route
+
+    def run() -> Any:
+        environ = dict(base)
+        environ["wsgi.input"] = io.BytesIO(ORDER)
+        return layer(environ, start_response)
+
+    benchmark(run)
+
+
+@pytest.mark.benchmark(group="validate-1kb")
+def test_validate_through_shield(benchmark: Any) -> None:
+    policy = {
+        "headers": {},
+        "routes": [
+            {
+                "id": "orders",
+                "path": "/orders",
+                "request": {"schema": f"{__name__}:Order"},
+            }
+        ],
+    }
+    shield = Shield(bare_app, policy=policy)
+    base = make_environ(
+        "POST", "/orders", body=ORDER, headers={"Content-Type": "application/json"}
+    )
+
+    def run() -> Any:
+        environ = dict(base)
+        environ["wsgi.input"] = io.BytesIO(ORDER)
+        return shield(environ, start_response)
+
+    benchmark(run)
+
+
+@pytest.mark.benchmark(group="validate-1kb")
+def test_validate_pydantic(benchmark: Any) -> None:
+    benchmark(OrderModel.model_validate_json, ORDER)
+
+
+@pytest.mark.benchmark(group="validate-1kb")
+def test_validate_marshmallow(benchmark: Any) -> None:
+    benchmark(lambda: ORDER_SCHEMA.load(json.loads(ORDER)))
+
+
+# A request without a body: the checks every GET pays.
+@pytest.mark.benchmark(group="request-layer-get")
+def test_get_bare_app(benchmark: Any) -> None:
+    environ = make_environ("GET", "/items", headers=BROWSER_HEADERS)
+    benchmark(bare_app, environ, start_response)
+
+
+@pytest.mark.benchmark(group="request-layer-get")
+def test_get_request_layer(benchmark: Any) -> None:
+    environ = make_environ("GET", "/items", headers=BROWSER_HEADERS)
+    layer = RequestLimitsMiddleware(bare_app)
+    benchmark(layer, environ, start_response)
+
+
+BROWSER_HEADERS = {
+    "Host": "api.example.com",
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0",
+    "Accept": "application/json",
+    "Accept-Language": "en-GB,en;q=0.5",
+    "Accept-Encoding": "gzip, deflate, br",
+    "Authorization": "Bearer " + "x" * 200,
+    "Connection": "keep-alive",
+}
+
+
+# Interleaved A/B ratios: steadier than separate pytest-benchmark runs.
+def test_headers_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.conftest import interleaved, report
+
+    environ = make_environ()
+    environ[context.SCHEME] = "https"
+    wrapped = SecurityHeadersMiddleware(bare_app)
+    variant = HeaderProfile("api", hsts="max-age=31536000").variant(True, False)
+    medians = interleaved(
+        {
+            "bare app": lambda: bare_app(environ, start_response),
+            "app + headers layer": lambda: wrapped(environ, start_response),
+            "profile apply alone": lambda: variant.apply(RESPONSE_HEADERS),
+        },
+        number=5000,
+    )
+    with capsys.disabled():
+        print("\n" + report("security headers per response", medians, "bare app"))
+
+
+def test_jsonscan_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.conftest import interleaved, report
+
+    body = sample_json(64 * 1024)
+    compiled = load_twin("jsonscan", "compiled").scan_json
+    twin = load_twin("jsonscan", "python").scan_json
+    medians = interleaved(
+        {
+            "compiled": lambda: compiled(body, 64, 10_000_000),
+            "twin": lambda: twin(body, 64, 10_000_000),
+        },
+        rounds=11,
+        number=20,
+    )
+    with capsys.disabled():
+        print("\n" + report(f"pre-scan of {len(body)} bytes", medians, "compiled"))
+        for name, seconds in medians.items():
+            print(f"  {name:<34} {len(body) / seconds / 1e6:9.1f} MB/s")
+
+
+def test_validation_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.conftest import interleaved, report
+    from wsgishield._fast.jsonscan import scan_json
+    from wsgishield.schemas import BodySchema
+
+    schema = BodySchema(Order)
+    layer = RequestLimitsMiddleware(
+        bare_app,
+        defaults=RequestPolicy(),
+        routes={"orders": RouteRequest()},
+        schemas={"orders": Order},
+    )
+    shield = Shield(
+        bare_app,
+        policy={
+            "headers": {},
+            "routes": [
+                {
+                    "id": "orders",
+                    "path": "/orders",
+                    "request": {"schema": f"{__name__}:Order"},
+                }
+            ],
+        },
+    )
+    base = make_environ(
+        "POST", "/orders", body=ORDER, headers={"Content-Type": "application/json"}
+    )
+    routed = dict(base)
+    routed[context.ROUTE] = Route("orders", "/orders")
+
+    def through(app: Any, environ: dict[str, Any]) -> Any:
+        copy = dict(environ)
+        copy["wsgi.input"] = io.BytesIO(ORDER)
+        return app(copy, start_response)
+
+    medians = interleaved(
+        {
+            "msgspec alone": lambda: DECODER.decode(ORDER),
+            "pre-scan + schema": lambda: (
+                scan_json(ORDER, 64, 200_000),
+                schema.decode(ORDER),
+            ),
+            "request layer": lambda: through(layer, routed),
+            "whole shield": lambda: through(shield, base),
+            "environ copy + BytesIO alone": lambda: (dict(base), io.BytesIO(ORDER)),
+            "pydantic": lambda: OrderModel.model_validate_json(ORDER),
+        },
+        number=1000,
+    )
+    with capsys.disabled():
+        print("\n" + report(f"validate {len(ORDER)} bytes", medians, "msgspec alone"))

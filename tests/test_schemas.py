@@ -1,0 +1,328 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import flask
+import msgspec
+import pytest
+
+from tests.apps.schemas import Item, NewOrder
+from tests.support.request_wsgi import EchoApp, call, make_environ, shield
+from wsgishield import ConfigurationError, context
+from wsgishield.schemas import (
+    MAX_DETAIL_CHARS,
+    MAX_FIELD_ERRORS,
+    BodySchema,
+    SchemaError,
+    body_schema,
+    registered_schemas,
+    request_body,
+    resolve_schema,
+)
+
+JSON = {"Content-Type": "application/json"}
+POLICY = {
+    "routes": [
+        {
+            "id": "orders",
+            "path": "/orders",
+            "request": {"schema": "tests.apps.schemas:NewOrder"},
+        },
+        {"id": "odd", "path": "/odd", "request": {"schema": "tests.apps.schemas:Odd"}},
+    ]
+}
+VALID = {"customerId": 7, "items": [{"sku": "A-1", "qty": 2}]}
+
+
+def post(
+    path: str, body: bytes, headers: dict[str, str] | None = None, app: Any = None
+) -> Any:
+    app = app or EchoApp()
+    response = call(
+        shield(app, POLICY),
+        make_environ("POST", path, body=body, headers=headers or JSON),
+    )
+    return app, response
+
+
+def test_valid_body_decoded_into_environ() -> None:
+    app, response = post("/orders", json.dumps(VALID).encode())
+
+    assert response.code == 200
+    decoded = app.environ[context.BODY]
+    assert decoded == NewOrder(customer_id=7, items=[Item(sku="A-1", qty=2)])
+    assert request_body(app.environ) is decoded
+
+
+def test_app_can_still_read_raw_body() -> None:
+    body = json.dumps(VALID).encode()
+
+    app, response = post("/orders", body)
+
+    assert response.code == 200
+    assert app.seen == [body]
+
+
+def test_flask_view_reads_decoded_body() -> None:
+    flask_app = flask.Flask(__name__)
+
+    @flask_app.post("/orders")
+    def create() -> dict[str, Any]:
+        order: NewOrder = request_body(flask.request.environ)
+        return {"customer": order.customer_id, "items": len(order.items)}
+
+    _, response = post("/orders", json.dumps(VALID).encode(), app=flask_app.wsgi_app)
+
+    assert response.code == 200
+    assert json.loads(response.body) == {"customer": 7, "items": 1}
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        pytest.param(b"{bad", "malformed", id="malformed"),
+        pytest.param(b'{"customerId": 1,', "truncated", id="truncated"),
+        pytest.param(b"", "empty", id="empty"),
+        pytest.param(b"[", "truncated", id="truncated-array"),
+        pytest.param(b'[1, "x"', "truncated", id="truncated-mismatch"),
+    ],
+)
+def test_malformed_json_is_400(body: bytes, detail: str) -> None:
+    app, response = post("/orders", body)
+
+    assert response.code == 400
+    problem = json.loads(response.body)
+    assert problem["type"].endswith("invalid-json")
+    assert detail in problem["detail"]
+    assert app.seen == []
+
+
+def test_non_json_body_on_schema_route_is_415() -> None:
+    app, response = post(
+        "/orders",
+        b"customerId=7",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+    assert response.code == 415
+    assert app.seen == []
+
+
+def test_get_on_schema_route_skips_validation() -> None:
+    app = EchoApp()
+
+    response = call(shield(app, POLICY), make_environ("GET", "/orders"))
+
+    assert response.code == 200
+    assert context.BODY not in app.environ
+
+
+def errors_of(response: Any) -> dict[str, str]:
+    problem = json.loads(response.body)
+    assert problem["status"] == 422
+    assert response.header("Content-Type") == "application/problem+json"
+    return {error["pointer"]: error["detail"] for error in problem["errors"]}
+
+
+def test_mismatch_lists_each_field_by_pointer() -> None:
+    body = {
+        "customerId": "seven",
+        "items": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 0}],
+        "priority": "urgent",
+        "extra": True,
+    }
+
+    _, response = post("/orders", json.dumps(body).encode())
+
+    assert response.code == 422
+    errors = errors_of(response)
+    assert errors["/customerId"] == "Expected `int`, got `str`"
+    assert errors["/items/1/qty"] == "Expected `int` >= 1"
+    assert "/priority" in errors
+    assert errors["/extra"] == "unknown field"
+
+
+def test_missing_required_fields_listed() -> None:
+    _, response = post("/orders", b"{}")
+
+    assert errors_of(response) == {
+        "/customerId": "missing required field",
+        "/items": "missing required field",
+    }
+
+
+def test_nested_unknown_field_pointer() -> None:
+    body = {"customerId": 1, "items": [{"sku": "A", "qty": 1, "colour": "red"}]}
+
+    _, response = post("/orders", json.dumps(body).encode())
+
+    assert errors_of(response) == {"/items/0/colour": "unknown field"}
+
+
+def test_top_level_array_reports_root() -> None:
+    _, response = post("/orders", b"[1, 2]")
+
+    assert errors_of(response) == {"": "Expected `object`, got `array`"}
+
+
+def test_pointer_escapes_slash_and_tilde() -> None:
+    _, response = post("/odd", b'{"a/b": "x", "c~d": "y"}')
+
+    assert errors_of(response) == {
+        "/a~1b": "Expected `int`, got `str`",
+        "/c~0d": "Expected `int`, got `str`",
+    }
+
+
+def test_errors_never_echo_large_input() -> None:
+    huge = "Z" * 100_000
+    body = {
+        "customerId": 1,
+        "items": [{"sku": "A", "qty": 1}],
+        "priority": huge,
+        huge: 1,
+    }
+
+    _, response = post("/orders", json.dumps(body).encode())
+
+    assert response.code == 422
+    assert len(response.body) < 1000
+    for pointer, detail in errors_of(response).items():
+        assert len(detail) <= MAX_DETAIL_CHARS + 3
+        assert len(pointer) < 100
+
+
+def test_error_list_is_capped() -> None:
+    body = {"customerId": 1, "items": [{"sku": "A", "qty": 1}]}
+    body.update({f"unknown{index}": index for index in range(100)})
+
+    _, response = post("/orders", json.dumps(body).encode())
+
+    assert len(errors_of(response)) == MAX_FIELD_ERRORS
+
+
+def test_decorator_registers_schema_for_route() -> None:
+    @body_schema("registered-route")
+    class Ping(msgspec.Struct):
+        message: str
+
+    policy = {"routes": [{"id": "registered-route", "path": "/ping"}]}
+    app = EchoApp()
+    wrapped = shield(app, policy)
+
+    good = call(
+        wrapped, make_environ("POST", "/ping", body=b'{"message": "hi"}', headers=JSON)
+    )
+    bad = call(
+        wrapped, make_environ("POST", "/ping", body=b'{"message": 1}', headers=JSON)
+    )
+
+    assert good.code == 200
+    assert app.environ[context.BODY] == Ping(message="hi")
+    assert bad.code == 422
+    assert registered_schemas()["registered-route"] is Ping
+
+
+def test_decorator_and_policy_schema_conflict() -> None:
+    body_schema("orders")(Item)
+    try:
+        with pytest.raises(ConfigurationError):
+            shield(EchoApp(), POLICY)
+    finally:
+        from wsgishield import schemas
+
+        schemas._registry.pop("orders", None)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "tests.apps.schemas:Missing",
+        "tests.apps.nowhere:Thing",
+        "tests.apps.schemas:NOT_A_STRUCT",
+    ],
+)
+def test_resolve_schema_rejects(reference: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        resolve_schema(reference, "routes.x.request.schema")
+
+    assert raised.value.key == "routes.x.request.schema"
+    assert raised.value.value == reference
+
+
+def test_decorator_rejects_non_struct() -> None:
+    with pytest.raises(ConfigurationError):
+        body_schema("x")(dict)  # type: ignore[type-var]
+
+
+def test_body_schema_raises_schema_error() -> None:
+    schema = BodySchema(NewOrder)
+
+    with pytest.raises(SchemaError) as raised:
+        schema.decode(b'{"customerId": 1, "items": []}')
+
+    assert raised.value.status == 422
+    assert raised.value.errors[0].pointer == "/items"
+    assert isinstance(raised.value, ValueError)
+
+
+def test_schema_rejects_bomb_before_decoding() -> None:
+    bomb = b'{"customerId": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+    _, response = post("/orders", bomb)
+
+    assert response.code == 400
+    assert "nesting" in json.loads(response.body)["detail"]
+
+
+def test_post_init_error_points_at_root() -> None:
+    from tests.apps.schemas import Range
+
+    with pytest.raises(SchemaError) as raised:
+        BodySchema(Range).decode(b'{"low": 5, "high": 1}')
+
+    assert [(error.pointer, error.detail) for error in raised.value.errors] == [
+        ("", "low must not exceed high")
+    ]
+
+
+def test_dict_keys_convert_as_json() -> None:
+    class Counts(msgspec.Struct):
+        by_id: dict[int, int]
+        total: int
+
+    with pytest.raises(SchemaError) as raised:
+        BodySchema(Counts).decode(b'{"by_id": {"1": 2}, "total": "x"}')
+
+    assert [error.pointer for error in raised.value.errors] == ["/total"]
+
+
+def test_each_failing_list_item_listed() -> None:
+    body = {
+        "customerId": 1,
+        "items": [
+            {"sku": "", "qty": 1},
+            {"sku": "B", "qty": 1},
+            {"sku": "C", "qty": 0},
+        ],
+    }
+
+    _, response = post("/orders", json.dumps(body).encode())
+
+    errors = errors_of(response)
+    assert set(errors) == {"/items/0/sku", "/items/2/qty"}
+
+
+def test_list_constraint_reported_whole() -> None:
+    _, response = post("/orders", b'{"customerId": 1, "items": []}')
+
+    assert set(errors_of(response)) == {"/items"}
+
+
+def test_many_failing_items_capped() -> None:
+    body = {"customerId": 1, "items": [{"sku": "A", "qty": 0}] * 100}
+
+    _, response = post("/orders", json.dumps(body).encode())
+
+    assert len(errors_of(response)) == MAX_FIELD_ERRORS

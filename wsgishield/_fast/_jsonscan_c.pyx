@@ -1,0 +1,123 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled JSON pre-scan: the same names and results as ``_jsonscan_py``.
+
+One pass over the bytes with a C state machine and no allocation, so a body
+is measured at memory speed before any decoder (and its recursion) sees it.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+
+from ._jsonscan_common import OK, TOO_DEEP, TOO_MANY_TOKENS
+
+__all__ = ["COMPILED", "OK", "TOO_DEEP", "TOO_MANY_TOKENS", "scan_json"]
+
+COMPILED = True
+
+cdef int _OK = OK
+cdef int _TOO_DEEP = TOO_DEEP
+cdef int _TOO_MANY_TOKENS = TOO_MANY_TOKENS
+
+# 1 for the bytes that end a bare scalar outside a string: whitespace,
+# brackets, braces, comma, colon and the quote.
+cdef unsigned char _DELIMITER[256]
+
+
+cdef void _fill_delimiters() noexcept:
+    cdef int i
+    for i in range(256):
+        _DELIMITER[i] = 0
+    for i in b' \t\r\n[]{},:"':
+        _DELIMITER[i] = 1
+
+
+_fill_delimiters()
+
+
+cdef int _scan(
+    const unsigned char* data,
+    Py_ssize_t n,
+    Py_ssize_t max_depth,
+    Py_ssize_t max_tokens,
+    Py_ssize_t* offset,
+) noexcept nogil:
+    cdef Py_ssize_t i = 0
+    cdef Py_ssize_t depth = 0
+    cdef Py_ssize_t tokens = 0
+    cdef unsigned char byte
+
+    while i < n:
+        byte = data[i]
+        offset[0] = i
+
+        if byte == 34:  # '"': skip the string, honouring escapes
+            tokens += 1
+            if tokens > max_tokens:
+                return _TOO_MANY_TOKENS
+            i += 1
+            while i < n:
+                byte = data[i]
+                if byte == 92:  # backslash: the next byte is escaped
+                    i += 2
+                    continue
+                if byte == 34:
+                    break
+                i += 1
+            i += 1
+            continue
+
+        if byte == 91 or byte == 123:  # "[" "{"
+            depth += 1
+            if depth > max_depth:
+                return _TOO_DEEP
+            tokens += 1
+            if tokens > max_tokens:
+                return _TOO_MANY_TOKENS
+        elif byte == 93 or byte == 125:  # "]" "}"
+            # Unbalanced closers are a syntax error for the decoder to report.
+            if depth > 0:
+                depth -= 1
+        elif not _DELIMITER[byte]:
+            # A bare scalar: count it once and skip to its end.
+            tokens += 1
+            if tokens > max_tokens:
+                return _TOO_MANY_TOKENS
+            i += 1
+            while i < n and not _DELIMITER[data[i]]:
+                i += 1
+            continue
+        i += 1
+
+    offset[0] = n
+    return _OK
+
+
+def scan_json(object data, Py_ssize_t max_depth, Py_ssize_t max_tokens):
+    """Measure the nesting depth and token count of a JSON text without decoding.
+
+    A token is an object, an array, a string (keys included) or a bare
+    scalar. Bytes inside strings, escaped quotes included, never count as
+    structure. The text need not be valid JSON: the decoder that runs after
+    the scan reports syntax errors. Returns ``(verdict, offset)``, where
+    ``verdict`` is ``OK``, ``TOO_DEEP`` or ``TOO_MANY_TOKENS`` and ``offset``
+    is the index of the byte that crossed the limit (``len(data)`` on ``OK``).
+    """
+    cdef const unsigned char[::1] view
+    cdef const unsigned char* start
+    cdef Py_ssize_t n
+    cdef Py_ssize_t offset = 0
+    cdef int verdict
+
+    # Bytes, the usual case, are read in place: acquiring a buffer view
+    # costs more than scanning a 1 KB body.
+    if type(data) is bytes:
+        start = <const unsigned char*>PyBytes_AS_STRING(data)
+        n = PyBytes_GET_SIZE(data)
+    else:
+        view = data
+        n = view.shape[0]
+        start = &view[0] if n else NULL
+    if n == 0:
+        return _OK, 0
+    with nogil:
+        verdict = _scan(start, n, max_depth, max_tokens, &offset)
+    return verdict, offset

@@ -1,0 +1,305 @@
+"""Request limits: methods, target and header sizes, body size and encoding.
+
+The rules each limit follows:
+
+- **Body size** applies to a ``Content-Length`` body before a byte is read,
+  and to a chunked body while it is read: the byte after the limit raises
+  :class:`BodyTooLarge` (413), so an oversize body is never cut to the limit
+  and passed on. A body that ends before its ``Content-Length`` raises
+  :class:`BodyIncomplete` (400) instead of reaching the app short. Memory
+  stays within the limit plus one read of :data:`READ_SIZE` bytes.
+- **Chunked bodies** are read only when the server sets
+  ``wsgi.input_terminated``, which promises that ``wsgi.input`` ends at the
+  end of the body (Gunicorn, uWSGI with ``--chunked-input``...). Without it a
+  read until end of input may block or return the raw chunk framing, so the
+  request gets 411 Length Required.
+- **Compressed bodies** (``Content-Encoding: gzip`` or ``deflate``) are
+  inflated only where enabled. The inflated size counts against the same
+  body limit and against a maximum ratio, so a small bomb cannot expand
+  into memory.
+
+The middleware that applies these rules is
+:class:`wsgishield.middleware.request.RequestLimitsMiddleware`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+from ._fast.headerscan import header_totals
+from .errors import WsgiShieldError
+
+__all__ = [
+    "READ_SIZE",
+    "BodyIncomplete",
+    "BodyTooLarge",
+    "InvalidBody",
+    "LimitedInput",
+    "RequestBodyError",
+    "content_coding",
+    "header_totals",
+    "inflate",
+    "is_json",
+    "media_type",
+    "parse_content_length",
+    "read_body",
+    "request_target_length",
+]
+
+# One read from the server's input stream. It bounds the memory used above
+# the body limit, and reads a 1 MiB body in 16 calls.
+READ_SIZE = 65536
+
+# RFC 9112, section 6.3: Content-Length is 1*DIGIT. Longer than this is more
+# than any limit the policy accepts, so it is rejected without int().
+_MAX_LENGTH_DIGITS = 15
+
+_MAX_MEDIA_TYPES = 256
+_MAX_MEMOISED_TYPE = 128
+_media_types: dict[str, str] = {}
+
+# Content codings the inflater understands, with their zlib window bits:
+# 16 + 15 reads the gzip wrapper, 15 the zlib wrapper of HTTP "deflate".
+_CODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+
+
+class InputStream(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+    def readline(self, size: int = ..., /) -> bytes: ...
+
+
+class RequestBodyError(WsgiShieldError, OSError):
+    """Reading the request body failed a limit; ``status`` is the HTTP status to send.
+
+    It is an ``OSError`` because apps handle a failed read of ``wsgi.input``
+    as an I/O error, never as data.
+    """
+
+    status = 400
+    reason = "invalid-body"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BodyTooLarge(RequestBodyError):
+    """The body, on the wire or inflated, is larger than the limit."""
+
+    status = 413
+    reason = "body-too-large"
+
+
+class BodyIncomplete(RequestBodyError):
+    """The body ended before the ``Content-Length`` the client sent."""
+
+    status = 400
+    reason = "body-incomplete"
+
+
+class InvalidBody(RequestBodyError):
+    """The compressed body is corrupt or carries trailing data."""
+
+    status = 400
+    reason = "invalid-encoding"
+
+
+def parse_content_length(text: str) -> int:
+    """Parse a ``Content-Length`` value, raising ``ValueError`` unless it is 1*DIGIT.
+
+    ``int()`` alone would accept ``+5``, `` 5``, ``5_0`` and ``-0``, and a
+    list such as ``5, 5`` must be rejected too (RFC 9112, section 6.3).
+    """
+    if (
+        not text
+        or len(text) > _MAX_LENGTH_DIGITS
+        or not text.isascii()
+        or not text.isdigit()
+    ):
+        raise ValueError(f"invalid Content-Length {text[:32]!r}")
+    return int(text)
+
+
+def media_type(content_type: str) -> str:
+    """Return the lower-case ``type/subtype`` of a Content-Type value."""
+    media = _media_types.get(content_type)
+    if media is not None:
+        return media
+    media = content_type.partition(";")[0].strip().lower()
+    # Clients send a handful of distinct values, so a small memo saves the
+    # parsing; longer or further values are parsed every time.
+    if len(content_type) <= _MAX_MEMOISED_TYPE and len(_media_types) < _MAX_MEDIA_TYPES:
+        _media_types[content_type] = media
+    return media
+
+
+def is_json(media: str) -> bool:
+    """Tell whether a media type is JSON: ``application/json`` or ``*/*+json``."""
+    return media == "application/json" or media.endswith("+json")
+
+
+def request_target_length(environ: Mapping[str, Any]) -> int:
+    """Return the length of the request target as the client sent it.
+
+    Gunicorn passes it as ``RAW_URI`` and uWSGI as ``REQUEST_URI``; other
+    servers only give the decoded parts, which are never longer.
+    """
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw is not None:
+        return len(raw)
+    query = environ.get("QUERY_STRING", "")
+    length = len(environ.get("SCRIPT_NAME", "")) + len(environ.get("PATH_INFO", ""))
+    return length + len(query) + 1 if query else length
+
+
+class LimitedInput:
+    """A ``wsgi.input`` that enforces the body limit while the app reads.
+
+    With a known ``length`` (from ``Content-Length``, already checked against
+    the limit) it never reads past the body and raises
+    :class:`BodyIncomplete` when the input ends early. Without one (a chunked
+    body on a server that terminates the input) it raises
+    :class:`BodyTooLarge` as soon as one byte past ``limit`` arrives. The
+    first error is kept in ``error``, so the middleware can still send it when
+    the app caught the exception.
+    """
+
+    __slots__ = ("_consumed", "_length", "_limit", "_stream", "error")
+
+    def __init__(
+        self, stream: InputStream, limit: int, length: int | None = None
+    ) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._length = length
+        self._consumed = 0
+        self.error: RequestBodyError | None = None
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        """Read up to ``size`` bytes, or the whole remaining body when negative."""
+        if size is None or size < 0:
+            return self._read_all()
+        allowed = self._allowed(size)
+        if allowed == 0:
+            return b""
+        return self._account(self._stream.read(allowed), allowed)
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        """Read one line, or up to ``size`` bytes of it."""
+        allowed = self._allowed(READ_SIZE if size is None or size < 0 else size)
+        if allowed == 0:
+            return b""
+        return self._account(self._stream.readline(allowed), allowed)
+
+    def readlines(self, hint: int = -1, /) -> list[bytes]:
+        """Read lines until the body ends, or ``hint`` bytes have been read."""
+        lines = []
+        total = 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+    def _allowed(self, size: int) -> int:
+        """Clamp a read to the rest of a sized body, or to one byte past the limit."""
+        if self._length is not None:
+            return min(size, self._length - self._consumed)
+        return min(size, self._limit + 1 - self._consumed)
+
+    def _account(self, data: bytes, requested: int) -> bytes:
+        self._consumed += len(data)
+        if self._length is None:
+            if self._consumed > self._limit:
+                self._fail(
+                    BodyTooLarge(f"The body is larger than {self._limit} bytes.")
+                )
+        elif not data and requested > 0:
+            self._fail(
+                BodyIncomplete(
+                    f"The body ended after {self._consumed} of the "
+                    f"{self._length} bytes in Content-Length."
+                )
+            )
+        return data
+
+    def _read_all(self) -> bytes:
+        chunks = []
+        while True:
+            allowed = self._allowed(READ_SIZE)
+            if allowed == 0:
+                break
+            chunk = self._account(self._stream.read(allowed), allowed)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _fail(self, error: RequestBodyError) -> None:
+        if self.error is None:
+            self.error = error
+        raise self.error
+
+
+def read_body(stream: InputStream, limit: int, length: int | None = None) -> bytes:
+    """Read a whole body within ``limit``; see :class:`LimitedInput` for the errors."""
+    if length is not None:
+        # The usual case, one read of a sized body within the limit.
+        data = stream.read(length)
+        if len(data) == length:
+            return data
+        rest = LimitedInput(stream, limit, length - len(data))
+        try:
+            return data + rest.read()
+        except BodyIncomplete:
+            raise BodyIncomplete(
+                f"The body ended after {len(data) + rest._consumed} of the "
+                f"{length} bytes in Content-Length."
+            ) from None
+    return LimitedInput(stream, limit, length).read()
+
+
+def inflate(body: bytes, coding: str, limit: int, max_ratio: int) -> bytes:
+    """Inflate a ``gzip`` or ``deflate`` body, stopping one byte past the cap.
+
+    The cap is ``limit`` or ``max_ratio`` times the compressed size,
+    whichever is smaller; past it the result is :class:`BodyTooLarge` and no
+    more is inflated. A corrupt stream, a truncated one or data after its end
+    is :class:`InvalidBody`.
+    """
+    cap = min(limit, max_ratio * len(body))
+    inflater = zlib.decompressobj(_CODINGS[coding])
+    try:
+        data = inflater.decompress(body, cap + 1)
+    except zlib.error as exc:
+        raise InvalidBody(f"The {coding} body is corrupt.") from exc
+    if len(data) > cap:
+        if cap < limit:
+            raise BodyTooLarge(
+                f"The body inflates to more than {max_ratio} times its compressed size."
+            )
+        raise BodyTooLarge(f"The body inflates to more than {limit} bytes.")
+    if not inflater.eof or inflater.unused_data:
+        raise InvalidBody(f"The {coding} body is truncated or has trailing data.")
+    return data
+
+
+def content_coding(value: str) -> str | None:
+    """Return the one supported coding named in ``Content-Encoding``, else ``None``.
+
+    ``identity`` means no coding; a list of codings is not supported.
+    """
+    coding = value.strip().lower()
+    if coding in _CODINGS:
+        return coding
+    return None

@@ -1,0 +1,292 @@
+"""Request body schemas: one ``msgspec.Struct`` per route, decoded once.
+
+A route names its schema in the policy as ``"module:Name"``::
+
+    [[routes]]
+    id = "orders-create"
+    path = "/orders"
+    request = { schema = "app.schemas:NewOrder" }
+
+or the struct claims a route id with a decorator, which works as long as the
+module is imported before the :class:`~wsgishield.Shield` is built::
+
+    @body_schema("orders-create")
+    class NewOrder(msgspec.Struct, forbid_unknown_fields=True):
+        customer_id: int
+        items: list[Item]
+
+The request limits layer decodes a JSON body into the struct after the depth
+and token pre-scan, and stores the result under ``wsgishield.body``. Read it
+with :func:`request_body` instead of parsing the body a second time.
+
+A body that is not JSON gets 400. A body that does not match the struct gets
+422 with one entry per failing field, each located by a JSON pointer
+(RFC 6901). msgspec stops at the first error, so the per-field list comes from
+a second, slower pass that runs only on bodies that already failed. That
+pass descends into nested structs and lists of structs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import typing
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any, TypeVar
+
+import msgspec
+
+from . import context
+from .errors import ConfigurationError, WsgiShieldError
+
+__all__ = [
+    "BodySchema",
+    "FieldError",
+    "SchemaError",
+    "body_schema",
+    "registered_schemas",
+    "request_body",
+    "resolve_schema",
+]
+
+StructT = TypeVar("StructT", bound=type[msgspec.Struct])
+
+# A problem lists at most this many fields, and quotes at most this many
+# characters of any message or key, so an error never echoes large input.
+MAX_FIELD_ERRORS = 20
+MAX_DETAIL_CHARS = 120
+MAX_KEY_CHARS = 64
+
+_registry: dict[str, type[msgspec.Struct]] = {}
+
+_PATH = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+_UNKNOWN_FIELD = re.compile(
+    r"^Object contains unknown field `(?P<name>.*)`$", re.DOTALL
+)
+_MISSING_FIELD = re.compile(
+    r"^Object missing required field `(?P<name>.*)`$", re.DOTALL
+)
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One failing field: where it is (a JSON pointer) and what is wrong."""
+
+    pointer: str
+    detail: str
+
+
+class SchemaError(WsgiShieldError, ValueError):
+    """A body that is not JSON (``status`` 400) or does not match the schema (422)."""
+
+    def __init__(self, status: int, detail: str, errors: list[FieldError]) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors
+
+
+def body_schema(route_id: str) -> Callable[[StructT], StructT]:
+    """Register a struct as the body schema of the route with id ``route_id``."""
+
+    def register(struct_type: StructT) -> StructT:
+        if not (
+            isinstance(struct_type, type) and issubclass(struct_type, msgspec.Struct)
+        ):
+            raise ConfigurationError(
+                f"body_schema({route_id!r})", struct_type, "expected a msgspec.Struct"
+            )
+        _registry[route_id] = struct_type
+        return struct_type
+
+    return register
+
+
+def registered_schemas() -> Mapping[str, type[msgspec.Struct]]:
+    """Return the schemas registered with :func:`body_schema`, by route id."""
+    return dict(_registry)
+
+
+def resolve_schema(reference: str, key: str = "schema") -> type[msgspec.Struct]:
+    """Import the struct named by ``"module:Name"``; ``key`` names it in errors."""
+    module_name, _, attribute = reference.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(key, reference, f"cannot import: {exc}") from exc
+    if not (isinstance(found, type) and issubclass(found, msgspec.Struct)):
+        raise ConfigurationError(key, reference, "expected a msgspec.Struct subclass")
+    return found
+
+
+def request_body(environ: Mapping[str, Any]) -> Any:
+    """Return the body the request limits layer decoded, or ``None``."""
+    return environ.get(context.BODY)
+
+
+class BodySchema:
+    """A struct with its JSON decoder, built once per route."""
+
+    __slots__ = ("_decoder", "name", "type")
+
+    def __init__(self, struct_type: type[msgspec.Struct]) -> None:
+        self.type = struct_type
+        self.name = f"{struct_type.__module__}:{struct_type.__qualname__}"
+        self._decoder = msgspec.json.Decoder(struct_type)
+
+    def decode(self, body: bytes) -> Any:
+        """Decode and validate ``body``, raising :class:`SchemaError` on failure."""
+        try:
+            return self._decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            first = exc
+        except msgspec.DecodeError as exc:
+            raise SchemaError(400, _shorten(str(exc)), []) from None
+
+        # The typed decoder stops at the first mismatch, so "[" fails as
+        # "expected object" before it is found truncated: parse it whole.
+        try:
+            raw = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            raise SchemaError(400, _shorten(str(exc)), []) from None
+        raise SchemaError(
+            422, "The body does not match the schema.", self._field_errors(raw, first)
+        )
+
+    def store(self, environ: MutableMapping[str, Any], body: bytes) -> None:
+        """Decode ``body`` and store the result under ``wsgishield.body``."""
+        environ[context.BODY] = self.decode(body)
+
+    def _field_errors(
+        self, raw: Any, first: msgspec.ValidationError
+    ) -> list[FieldError]:
+        """List the failing fields of ``raw``, descending into nested structs.
+
+        Runs only after a failed decode, on a body the pre-scan already
+        bounded, so neither the untyped decode before it nor the descent can
+        recurse without limit.
+        """
+        errors: list[FieldError] = []
+        _collect_struct(raw, self.type, "", errors)
+        # msgspec's own error always appears, first if the pass above missed
+        # it: errors from __post_init__ or tagged unions point at no field.
+        first_error = _field_error(str(first), "")
+        if all(error.pointer != first_error.pointer for error in errors):
+            errors.insert(0, first_error)
+        return errors[:MAX_FIELD_ERRORS]
+
+
+def _collect_struct(
+    raw: Any, struct_type: type[msgspec.Struct], prefix: str, errors: list[FieldError]
+) -> bool:
+    """Append the errors of each field of ``raw`` as ``struct_type``.
+
+    Returns False when ``raw`` cannot be checked field by field (not an
+    object, a tagged or array-like struct), so the caller reports it whole.
+    """
+    config = struct_type.__struct_config__
+    if not isinstance(raw, dict) or config.tag is not None or config.array_like:
+        return False
+
+    known = set()
+    for field in msgspec.structs.fields(struct_type):
+        known.add(field.encode_name)
+        pointer = prefix + "/" + _escape(field.encode_name)
+        if field.encode_name not in raw:
+            if field.required:
+                errors.append(FieldError(pointer, "missing required field"))
+            continue
+        _collect_value(raw[field.encode_name], field.type, pointer, errors)
+
+    if config.forbid_unknown_fields:
+        for name in raw:
+            if name not in known:
+                pointer = prefix + "/" + _escape(_truncate(name))
+                errors.append(FieldError(pointer, "unknown field"))
+    return True
+
+
+def _collect_value(
+    value: Any, annotation: Any, pointer: str, errors: list[FieldError]
+) -> None:
+    """Append the error of one value, or of each failing part of it.
+
+    A whole-value error that a nested struct or a list of structs can
+    explain part by part is replaced by those parts' errors; a constraint on
+    the container itself (such as a minimum length) stays whole.
+    """
+    if len(errors) >= MAX_FIELD_ERRORS:
+        return
+    try:
+        # str_keys: object keys arrive as strings, as in JSON.
+        msgspec.convert(value, annotation, str_keys=True)
+        return
+    except msgspec.ValidationError as exc:
+        whole = _field_error(str(exc), pointer)
+    except (TypeError, ValueError):
+        # A type that converts differently from JSON decoding: msgspec's own
+        # first error still names the failure.
+        return
+
+    found = len(errors)
+    bare = _strip_annotated(annotation)
+    if _is_struct(bare):
+        _collect_struct(value, bare, pointer, errors)
+    elif typing.get_origin(bare) is list and isinstance(value, list):
+        (item_type,) = typing.get_args(bare) or (Any,)
+        if _is_struct(_strip_annotated(item_type)):
+            for index, item in enumerate(value):
+                _collect_value(item, item_type, f"{pointer}/{index}", errors)
+    if len(errors) == found:
+        errors.append(whole)
+
+
+def _strip_annotated(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _is_struct(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, msgspec.Struct)
+
+
+def _field_error(message: str, prefix: str) -> FieldError:
+    """Turn msgspec's ``message - at `$.a[0].b``` into a pointer and a detail."""
+    pointer = prefix
+    match = _PATH.match(message)
+    if match is not None:
+        message = match.group("message")
+        for name, index in _PATH_PART.findall(match.group("path")):
+            pointer += "/" + (_escape(_truncate(name)) if name else index)
+    unknown = _UNKNOWN_FIELD.match(message)
+    if unknown is not None:
+        return FieldError(
+            pointer + "/" + _escape(_truncate(unknown.group("name"))), "unknown field"
+        )
+    missing = _MISSING_FIELD.match(message)
+    if missing is not None:
+        return FieldError(
+            pointer + "/" + _escape(_truncate(missing.group("name"))),
+            "missing required field",
+        )
+    return FieldError(pointer, _shorten(message))
+
+
+def _escape(name: str) -> str:
+    """Escape a key for a JSON pointer (RFC 6901, section 3)."""
+    return name.replace("~", "~0").replace("/", "~1")
+
+
+def _truncate(name: str) -> str:
+    return name if len(name) <= MAX_KEY_CHARS else name[:MAX_KEY_CHARS] + "..."
+
+
+def _shorten(message: str) -> str:
+    return (
+        message
+        if len(message) <= MAX_DETAIL_CHARS
+        else message[:MAX_DETAIL_CHARS] + "..."
+    )
