@@ -53,6 +53,7 @@ def make_layer(limits, clock=None, **options):
 
     def routed(environ, start_response):
         environ[context.ROUTE] = route
+        environ.setdefault("REMOTE_ADDR", "127.0.0.1")
         return layer(environ, start_response)
 
     return routed
