@@ -50,6 +50,7 @@ _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
 # key or hash tag) are replaced by a digest, so a client cannot grow keys.
 _MAX_PLAIN_PART = 64
 _PLAIN_PART = re.compile(r"^[A-Za-z0-9_.:/@-]*$")
+_POLICY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
 
 def parse_rate(text: str) -> tuple[int, int]:
@@ -88,7 +89,9 @@ class Limit:
         "interval",
         "key",
         "period",
+        "policy_item",
         "shadow",
+        "state_prefix",
         "tolerance",
         "window_seconds",
     )
@@ -105,6 +108,8 @@ class Limit:
         config_key: str | None = None,
     ) -> None:
         where = config_key or f"limits.policies.{id}"
+        if not _POLICY_ID.match(id):
+            raise ConfigurationError(where, id, "expected 1 to 64 letters, digits, '_', '.' or '-'")
         try:
             count, period = parse_rate(rate)
         except ValueError as exc:
@@ -140,6 +145,11 @@ class Limit:
         self.shadow = shadow
         self.failure_mode = failure_mode
         self.window_seconds = max(1, period // MICROSECONDS)
+        # Items of the RateLimit-Policy and RateLimit fields: the policy id
+        # is a structured-field string (RFC 8941), which needs no escaping
+        # because ids are limited to letters, digits and ``_.-``.
+        self.policy_item = f'"{id}";q={count};w={self.window_seconds}'
+        self.state_prefix = f'"{id}";r='
 
     def __repr__(self) -> str:
         return f"<Limit {self.id} {self.count}/{self.period}us burst={self.burst}>"
@@ -233,6 +243,8 @@ class KeyBuilder:
         client = environ.get(context.CLIENT)
         if client is not None:
             version, value = client.version, client.value
+            if version == 4 and self.ipv4_prefix == 32:
+                return str(client.ip)
         else:
             # Used without the client address layer: the peer is the client.
             parsed = parse_address(environ.get("REMOTE_ADDR") or "")

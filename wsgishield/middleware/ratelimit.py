@@ -353,23 +353,37 @@ class RateLimitMiddleware:
     ) -> list[tuple[str, str]]:
         if self.headers == "none":
             return []
+        if self.headers == "x-ratelimit":
+            return self._x_ratelimit_fields(limits, results)
+
+        # RateLimit-Policy lists the enforced policies with their quota (q)
+        # and window in seconds (w); RateLimit gives each one's remaining
+        # quota (r) and the seconds until it is full again (t).
+        policy_items = []
+        state_items = []
+        for limit, result in zip(limits, results):
+            if limit.shadow:
+                continue
+            policy_items.append(limit.policy_item)
+            remaining = result.remaining if result.remaining > 0 else 0
+            reset = -(-result.reset_after // MICROSECONDS)
+            state_items.append(f"{limit.state_prefix}{remaining};t={reset}")
+        if not policy_items:
+            return []
+        return [
+            ("RateLimit-Policy", ", ".join(policy_items)),
+            ("RateLimit", ", ".join(state_items)),
+        ]
+
+    def _x_ratelimit_fields(
+        self, limits: Sequence[Limit], results: Sequence[BucketResult]
+    ) -> list[tuple[str, str]]:
+        # The older dialect has room for one limit: the closest to denying.
         enforced = [
             (limit, result) for limit, result in zip(limits, results) if not limit.shadow
         ]
         if not enforced:
             return []
-        if self.headers == "ietf":
-            policy = ", ".join(
-                f'"{limit.id}";q={limit.count};w={limit.window_seconds}'
-                for limit, _ in enforced
-            )
-            state = ", ".join(
-                f'"{limit.id}";r={max(0, result.remaining)};'
-                f"t={-(-result.reset_after // MICROSECONDS)}"
-                for limit, result in enforced
-            )
-            return [("RateLimit-Policy", policy), ("RateLimit", state)]
-
         limit, result = min(enforced, key=lambda pair: pair[1].remaining)
         reset_at = int(self.clock()) + -(-result.reset_after // MICROSECONDS)
         return [
