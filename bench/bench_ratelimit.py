@@ -120,6 +120,7 @@ def shm_path(tmp_path_factory) -> str:
 
 # Bucket kernel against its twin.
 
+
 @pytest.mark.benchmark(group="kernel")
 @pytest.mark.parametrize("mode", ["compiled", "python"])
 def test_kernel_update(benchmark, mode):
@@ -133,6 +134,7 @@ def test_kernel_update(benchmark, mode):
 
 
 # Whole Flask request: bare, shield on each local store, Flask-Limiter.
+
 
 @pytest.mark.benchmark(group="flask-local")
 def test_flask_bare(benchmark):
@@ -156,6 +158,7 @@ def test_flask_limiter_memory(benchmark):
 
 # Redis: one request's limiter call against a bare PING on one connection.
 
+
 @pytest.mark.benchmark(group="redis")
 def test_redis_ping(benchmark, redis_server):
     client = redis.Redis(port=redis_server.port)
@@ -165,7 +168,9 @@ def test_redis_ping(benchmark, redis_server):
 @pytest.mark.benchmark(group="redis")
 @pytest.mark.parametrize("policies", [1, 3])
 def test_redis_store_apply(benchmark, redis_server, policies):
-    client = redis_connections.connect(RedisSettings(url=redis_server.url, timeout_ms=1000))
+    client = redis_connections.connect(
+        RedisSettings(url=redis_server.url, timeout_ms=1000)
+    )
     store = RedisBucketStore(client, prefix="bench")
     limits = [Limit(f"p{n}", RATE) for n in range(policies)]
     keys = [f"p{n}|192.0.2.10" for n in range(policies)]
@@ -174,7 +179,9 @@ def test_redis_store_apply(benchmark, redis_server, policies):
 
 @pytest.mark.benchmark(group="flask-redis")
 def test_flask_shield_redis(benchmark, redis_server):
-    client = redis_connections.connect(RedisSettings(url=redis_server.url, timeout_ms=1000))
+    client = redis_connections.connect(
+        RedisSettings(url=redis_server.url, timeout_ms=1000)
+    )
     benchmark(_shield_app(RedisBucketStore(client, prefix="bench-flask")))
 
 
@@ -183,13 +190,17 @@ def test_flask_limiter_redis(benchmark, redis_server):
     benchmark(_flask_limiter_app(f"redis://127.0.0.1:{redis_server.port}"))
 
 
-def _interleave(variants: dict[str, Callable[[], None]], rounds: int, batch: int) -> dict[str, float]:
+def _interleave(
+    variants: dict[str, Callable[[], None]], rounds: int, batch: int
+) -> dict[str, float]:
     """Return the median µs per call of each variant over alternating batches."""
     samples: dict[str, list[float]] = {name: [] for name in variants}
-    for name, call in variants.items():  # warm up
+    for call in variants.values():  # warm up
         for _ in range(batch):
             call()
-    for _, (name, call) in zip(range(rounds * len(variants)), itertools.cycle(variants.items())):
+    for _, (name, call) in zip(
+        range(rounds * len(variants)), itertools.cycle(variants.items()), strict=True
+    ):
         started = time.perf_counter_ns()
         for _ in range(batch):
             call()
@@ -198,7 +209,9 @@ def _interleave(variants: dict[str, Callable[[], None]], rounds: int, batch: int
 
 
 def test_interleaved_ratios(benchmark, redis_server, shm_path):
-    client = redis_connections.connect(RedisSettings(url=redis_server.url, timeout_ms=1000))
+    client = redis_connections.connect(
+        RedisSettings(url=redis_server.url, timeout_ms=1000)
+    )
     bare_client = redis.Redis(port=redis_server.port)
     store = RedisBucketStore(client, prefix="ratio")
     limit = [Limit("one", RATE)]
@@ -216,7 +229,9 @@ def test_interleaved_ratios(benchmark, redis_server, shm_path):
     remote = _interleave(
         {
             "ping": bare_client.ping,
-            "store-apply": lambda: store.apply(limit, ["one|192.0.2.10"], 1, "192.0.2.10"),
+            "store-apply": lambda: store.apply(
+                limit, ["one|192.0.2.10"], 1, "192.0.2.10"
+            ),
         },
         rounds=30,
         batch=200,

@@ -31,7 +31,9 @@ def test_fresh_bucket_admits_burst_then_denies(gcra):
     tat = 0
     remaining = []
     for _ in range(3):
-        allowed, tat, left, retry, _reset = gcra.update(tat, NOW, interval, tolerance, 1)
+        allowed, tat, left, retry, _reset = gcra.update(
+            tat, NOW, interval, tolerance, 1
+        )
         assert allowed
         assert retry == 0
         remaining.append(left)
@@ -78,7 +80,14 @@ def test_bucket_refills_over_time(gcra):
 
 @pytest.mark.parametrize(
     ("wait", "seconds"),
-    [(0, 1), (1, 1), (SECOND - 1, 1), (SECOND, 1), (SECOND + 1, 2), (86_400 * SECOND, 86_400)],
+    [
+        (0, 1),
+        (1, 1),
+        (SECOND - 1, 1),
+        (SECOND, 1),
+        (SECOND + 1, 2),
+        (86_400 * SECOND, 86_400),
+    ],
     ids=["zero", "one-us", "under-one-s", "one-s", "just-over-one-s", "one-day"],
 )
 def test_retry_seconds_rounds_up(gcra, wait, seconds):
@@ -109,7 +118,9 @@ def test_twins_agree(tat, offset, interval, burst, cost):
 
 @settings(max_examples=150, deadline=None)
 @given(
-    steps=st.lists(st.integers(min_value=0, max_value=3 * SECOND), min_size=1, max_size=60),
+    steps=st.lists(
+        st.integers(min_value=0, max_value=3 * SECOND), min_size=1, max_size=60
+    ),
     burst=st.integers(min_value=1, max_value=20),
 )
 def test_admissions_never_exceed_burst_plus_rate(steps, burst):

@@ -128,7 +128,9 @@ def test_headers_on_admitted_response():
     layer = make_layer([Limit("ten", "10/second")], default=["ten"])
     response = Client(layer).get("/")
     assert response.status_code == 200
-    assert field_items(response.headers["RateLimit-Policy"]) == {"ten": {"q": "10", "w": "1"}}
+    assert field_items(response.headers["RateLimit-Policy"]) == {
+        "ten": {"q": "10", "w": "1"}
+    }
     assert field_items(response.headers["RateLimit"]) == {"ten": {"r": "9", "t": "1"}}
 
 
@@ -177,7 +179,9 @@ def test_rejection_records_decision_and_event(caplog):
     with caplog.at_level(logging.WARNING, logger="wsgishield.events.ratelimit"):
         client.get("/")
     decision = environs[-1][context.DECISION]
-    assert decision == context.Decision("ratelimit", "rate-limited", "limit-exceeded", "one")
+    assert decision == context.Decision(
+        "ratelimit", "rate-limited", "limit-exceeded", "one"
+    )
     event = caplog.records[-1].event
     assert event["event.action"] == "rate-limited"
     assert event["rule.id"] == "one"
@@ -193,9 +197,7 @@ def test_head_rejection_has_no_body():
 
 
 def test_cost_above_burst_is_never_admissible():
-    layer = make_layer(
-        [Limit("small", "5/minute")], route_limits={"r": (["small"], 6)}
-    )
+    layer = make_layer([Limit("small", "5/minute")], route_limits={"r": (["small"], 6)})
     response = Client(layer).get("/")
     assert response.status_code == 429
     assert "Retry-After" not in response.headers
@@ -237,7 +239,9 @@ def test_browser_preflight_not_counted_and_429_keeps_cors():
 
 def test_configured_cors_origin_on_first_429():
     layer = make_layer(
-        [Limit("zero", "1/minute")], default=["zero"], cors_origins=["https://a.example"]
+        [Limit("zero", "1/minute")],
+        default=["zero"],
+        cors_origins=["https://a.example"],
     )
     client = Client(layer)
     client.get("/")
@@ -248,7 +252,9 @@ def test_configured_cors_origin_on_first_429():
 
 
 def test_counted_preflight_when_configured():
-    layer = make_layer([Limit("one", "1/minute")], default=["one"], count_preflight=True)
+    layer = make_layer(
+        [Limit("one", "1/minute")], default=["one"], count_preflight=True
+    )
     client = Client(layer)
     preflight = {"Origin": "https://a.example", "Access-Control-Request-Method": "GET"}
     assert client.options("/", headers=preflight).status_code == 200
@@ -266,7 +272,9 @@ def test_exempt_paths_and_networks():
     client = Client(shield)
     for _ in range(3):
         assert client.get("/health").status_code == 200
-        assert client.get("/", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
+        assert (
+            client.get("/", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
+        )
 
 
 def test_ipv6_clients_grouped_by_prefix():
@@ -283,13 +291,19 @@ def test_ipv6_clients_grouped_by_prefix():
 def test_spoofed_forwarded_for_does_not_change_key():
     policy = {
         "client": {"trusted_proxies": ["10.0.0.1"]},
-        "limits": {"store": "memory", "policies": {"one": {"rate": "1/minute"}}, "default": ["one"]},
+        "limits": {
+            "store": "memory",
+            "policies": {"one": {"rate": "1/minute"}},
+            "default": ["one"],
+        },
     }
     client = Client(Shield(hello_app, policy))
     peer = {"REMOTE_ADDR": "203.0.113.7"}
     assert client.get("/", environ_base=peer).status_code == 200
     for spoof in ("198.51.100.1", "10.0.0.1", "2001:db8::1", "garbage"):
-        response = client.get("/", environ_base=peer, headers={"X-Forwarded-For": spoof})
+        response = client.get(
+            "/", environ_base=peer, headers={"X-Forwarded-For": spoof}
+        )
         assert response.status_code == 429, spoof
 
 
@@ -323,7 +337,10 @@ def test_identity_key_needs_identity():
 def test_api_key_limit_keeps_no_secret():
     store = MemoryBucketStore(clock=FakeClock())
     layer = RateLimitMiddleware(
-        hello_app, limits=[Limit("key", "1/minute", key=["api-key"])], default=["key"], store=store
+        hello_app,
+        limits=[Limit("key", "1/minute", key=["api-key"])],
+        default=["key"],
+        store=store,
     )
     client = Client(layer)
     assert client.get("/", headers={"X-API-Key": "s3cret"}).status_code == 200
@@ -334,7 +351,8 @@ def test_api_key_limit_keeps_no_secret():
 
 def test_x_ratelimit_dialect():
     layer = make_layer(
-        [Limit("ten", "10/minute"), Limit("two", "2/minute")], default=["ten", "two"],
+        [Limit("ten", "10/minute"), Limit("two", "2/minute")],
+        default=["ten", "two"],
         headers="x-ratelimit",
     )
     response = Client(layer).get("/")
@@ -348,7 +366,10 @@ def test_global_limit_applies_to_every_route():
     policy = {
         "limits": {
             "store": "memory",
-            "policies": {"all": {"rate": "3/minute", "key": []}, "own": {"rate": "9/minute"}},
+            "policies": {
+                "all": {"rate": "3/minute", "key": []},
+                "own": {"rate": "9/minute"},
+            },
             "global": ["all"],
         },
         "routes": [

@@ -86,6 +86,7 @@ def test_mixed_policies_run_without_crossslot(cluster):
         Limit("per-user", "100000/minute", key=["identity"], failure_mode="closed"),
         Limit("global", "1000000/minute", key=[], failure_mode="closed"),
     ]
+
     def ok(environ, start_response):
         start_response("200 OK", [])
         return [b""]

@@ -32,7 +32,9 @@ def fresh_event_budget(monkeypatch):
 
 
 def connect(server: RedisServer, timeout_ms: int = 50):
-    return redis_connections.connect(RedisSettings(url=server.url, timeout_ms=timeout_ms))
+    return redis_connections.connect(
+        RedisSettings(url=server.url, timeout_ms=timeout_ms)
+    )
 
 
 def hello_app(environ, start_response):
@@ -42,7 +44,11 @@ def hello_app(environ, start_response):
 
 def layer_on(store, limits, **options):
     layer = RateLimitMiddleware(
-        hello_app, limits=limits, default=[limit.id for limit in limits], store=store, **options
+        hello_app,
+        limits=limits,
+        default=[limit.id for limit in limits],
+        store=store,
+        **options,
     )
     route = Route("r", "/**")
 
@@ -56,7 +62,9 @@ def layer_on(store, limits, **options):
 
 def command_calls(client) -> dict[str, int]:
     stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()}
+    return {
+        name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()
+    }
 
 
 def test_one_round_trip_whatever_the_policies(shared_redis_server):
@@ -89,7 +97,10 @@ def test_one_round_trip_whatever_the_policies(shared_redis_server):
 def test_every_key_has_a_ttl_and_a_tag(shared_redis_server):
     client = connect(shared_redis_server, timeout_ms=1000)
     store = RedisBucketStore(client, prefix="ttl")
-    limits = [Limit("minute", "5/minute"), Limit("day", "1000/day", key=["ip", "route"])]
+    limits = [
+        Limit("minute", "5/minute"),
+        Limit("day", "1000/day", key=["ip", "route"]),
+    ]
     app = Client(layer_on(store, limits))
     for _ in range(7):
         app.get("/")
@@ -149,14 +160,19 @@ def test_server_time_decides_not_local_clock(shared_redis_server, monkeypatch):
     assert not store.apply([limit], ["one|a"], 1, "a").allowed
     tat = int(client.get("skew:{a}:rl:one|a"))
     server_now = client.time()
-    assert abs(tat - (server_now[0] * SECOND + server_now[1]) - 3600 * SECOND) < 60 * SECOND
+    assert (
+        abs(tat - (server_now[0] * SECOND + server_now[1]) - 3600 * SECOND)
+        < 60 * SECOND
+    )
 
 
 def run_outage(server, failure_mode, outage):
     """Send requests before, during and after an outage; return what happened."""
     client = connect(server, timeout_ms=50)
     breaker = CircuitBreaker("ratelimit", failure_threshold=3, reset_seconds=0.3)
-    store = RedisBucketStore(client, prefix="outage", breaker=breaker, deny_cache_size=0)
+    store = RedisBucketStore(
+        client, prefix="outage", breaker=breaker, deny_cache_size=0
+    )
     local = MemoryBucketStore()
     limits = [Limit("three", "3/minute", failure_mode=failure_mode)]
     app = layer_on(store, limits, local_store=local, breaker_reset_seconds=0.3)
@@ -231,7 +247,9 @@ def test_readonly_replica_reconnects(redis_server):
     try:
         client = connect(redis_server, timeout_ms=1000)
         breaker = CircuitBreaker("ratelimit", failure_threshold=1, reset_seconds=0.1)
-        store = RedisBucketStore(client, prefix="ro", breaker=breaker, deny_cache_size=0)
+        store = RedisBucketStore(
+            client, prefix="ro", breaker=breaker, deny_cache_size=0
+        )
         limit = Limit("many", "1000/second")
         assert store.apply([limit], ["many|a"], 1, "a").allowed
 

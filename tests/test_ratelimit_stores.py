@@ -73,7 +73,9 @@ def test_stores_decide_identically(kind, tmp_path, request):
     ]
     keys = ["fast|a", "slow|a", "shadow|a"]
     rng = random.Random(1234)
-    steps = [(rng.randrange(0, SECOND // 2), rng.choice([1, 1, 1, 2, 3])) for _ in range(300)]
+    steps = [
+        (rng.randrange(0, SECOND // 2), rng.choice([1, 1, 1, 2, 3])) for _ in range(300)
+    ]
 
     reference_clock = FakeClock()
     reference = MemoryBucketStore(clock=reference_clock)
@@ -86,9 +88,17 @@ def test_stores_decide_identically(kind, tmp_path, request):
         expected = reference.apply(limits, keys, cost)
         got = store.apply(limits, keys, cost, "a")
         assert got.allowed == expected.allowed
-        for mine, theirs in zip(got.results, expected.results):
-            assert (mine.allowed, mine.remaining, mine.retry_after, mine.reset_after) == (
-                theirs.allowed, theirs.remaining, theirs.retry_after, theirs.reset_after
+        for mine, theirs in zip(got.results, expected.results, strict=True):
+            assert (
+                mine.allowed,
+                mine.remaining,
+                mine.retry_after,
+                mine.reset_after,
+            ) == (
+                theirs.allowed,
+                theirs.remaining,
+                theirs.retry_after,
+                theirs.reset_after,
             )
 
 
@@ -98,7 +108,9 @@ def hammer(kind, path_or_url, limit_args, seconds, results):
     if kind == "shm":
         store = SharedMemoryBucketStore(slots=1024, path=path_or_url)
     else:
-        client = redis_connections.connect(RedisSettings(url=path_or_url, timeout_ms=2000))
+        client = redis_connections.connect(
+            RedisSettings(url=path_or_url, timeout_ms=2000)
+        )
         store = RedisBucketStore(client, prefix="hammer", deny_cache_size=0)
     admitted = [0] * 16
     errors = [0] * 16
@@ -120,7 +132,9 @@ def hammer(kind, path_or_url, limit_args, seconds, results):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["shm", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.mark.parametrize(
+    "kind", ["shm", pytest.param("redis", marks=pytest.mark.redis)]
+)
 def test_four_processes_never_exceed_rate(kind, tmp_path, request):
     if kind == "shm":
         target = str(tmp_path / "hammer-table")
@@ -133,7 +147,9 @@ def test_four_processes_never_exceed_rate(kind, tmp_path, request):
 
     started = time.monotonic()
     processes = [
-        context.Process(target=hammer, args=(kind, target, (*limit_args, ), 1.5, results))
+        context.Process(
+            target=hammer, args=(kind, target, (*limit_args,), 1.5, results)
+        )
         for _ in range(4)
     ]
     for process in processes:
@@ -205,7 +221,9 @@ def test_gunicorn_four_workers_enforce_once():
         statuses = []
         for _ in range(20):
             with requests.Session() as session:
-                response = session.get(server.url + "/", headers={"Connection": "close"}, timeout=10)
+                response = session.get(
+                    server.url + "/", headers={"Connection": "close"}, timeout=10
+                )
                 statuses.append(response.status_code)
         assert statuses.count(200) == 5, server.log()
         assert statuses.count(429) == 15

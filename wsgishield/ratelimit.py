@@ -109,7 +109,9 @@ class Limit:
     ) -> None:
         where = config_key or f"limits.policies.{id}"
         if not _POLICY_ID.match(id):
-            raise ConfigurationError(where, id, "expected 1 to 64 letters, digits, '_', '.' or '-'")
+            raise ConfigurationError(
+                where, id, "expected 1 to 64 letters, digits, '_', '.' or '-'"
+            )
         try:
             count, period = parse_rate(rate)
         except ValueError as exc:
@@ -117,7 +119,9 @@ class Limit:
         for part in key:
             if part not in KEY_PARTS:
                 raise ConfigurationError(
-                    f"{where}.key", list(key), f"expected parts from {', '.join(KEY_PARTS)}"
+                    f"{where}.key",
+                    list(key),
+                    f"expected parts from {', '.join(KEY_PARTS)}",
                 )
         if len(set(key)) != len(key):
             raise ConfigurationError(f"{where}.key", list(key), "a part is repeated")
@@ -191,7 +195,10 @@ def decide(
             allowed = False
         results.append(result)
     if not allowed:
-        results = [unspent(result, limit, cost) for result, limit in zip(results, limits)]
+        results = [
+            unspent(result, limit, cost)
+            for result, limit in zip(results, limits, strict=True)
+        ]
     return Outcome(allowed, results)
 
 
@@ -212,7 +219,12 @@ def unspent(result: BucketResult, limit: Limit, cost: int) -> BucketResult:
 def _safe_part(value: str) -> str:
     if len(value) <= _MAX_PLAIN_PART and _PLAIN_PART.match(value):
         return value
-    return "h-" + hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+    return (
+        "h-"
+        + hashlib.blake2b(
+            value.encode("utf-8", "surrogatepass"), digest_size=12
+        ).hexdigest()
+    )
 
 
 class KeyBuilder:
@@ -223,15 +235,29 @@ class KeyBuilder:
     that policy out for the request.
     """
 
-    __slots__ = ("_api_key_environ", "_ipv4_mask", "_ipv6_mask", "ipv4_prefix", "ipv6_prefix")
+    __slots__ = (
+        "_api_key_environ",
+        "_ipv4_mask",
+        "_ipv6_mask",
+        "ipv4_prefix",
+        "ipv6_prefix",
+    )
 
     def __init__(
-        self, *, ipv4_prefix: int = 32, ipv6_prefix: int = 64, api_key_header: str = "X-API-Key"
+        self,
+        *,
+        ipv4_prefix: int = 32,
+        ipv6_prefix: int = 64,
+        api_key_header: str = "X-API-Key",
     ) -> None:
         if not 8 <= ipv4_prefix <= 32:
-            raise ConfigurationError("limits.ipv4_prefix", ipv4_prefix, "expected 8 to 32")
+            raise ConfigurationError(
+                "limits.ipv4_prefix", ipv4_prefix, "expected 8 to 32"
+            )
         if not 16 <= ipv6_prefix <= 128:
-            raise ConfigurationError("limits.ipv6_prefix", ipv6_prefix, "expected 16 to 128")
+            raise ConfigurationError(
+                "limits.ipv6_prefix", ipv6_prefix, "expected 16 to 128"
+            )
         self.ipv4_prefix = ipv4_prefix
         self.ipv6_prefix = ipv6_prefix
         self._ipv4_mask = ((1 << ipv4_prefix) - 1) << (32 - ipv4_prefix)
@@ -254,10 +280,10 @@ class KeyBuilder:
 
         if version == 4:
             if self.ipv4_prefix == 32:
-                return format_address(4, value)
+                return str(format_address(4, value))
             return f"{format_address(4, value & self._ipv4_mask)}/{self.ipv4_prefix}"
         if self.ipv6_prefix == 128:
-            return format_address(6, value)
+            return str(format_address(6, value))
         return f"{format_address(6, value & self._ipv6_mask)}/{self.ipv6_prefix}"
 
     def part(self, name: str, environ: Mapping[str, Any], route_id: str) -> str | None:

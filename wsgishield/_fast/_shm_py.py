@@ -94,20 +94,26 @@ class SharedTable:
         now: int,
     ) -> tuple[bool, list[tuple[bool, int, int, int, int]]]:
         slots: list[tuple[int, int]] = []
-        for wanted, spare in zip(hashes, overflow):
+        for wanted, spare in zip(hashes, overflow, strict=True):
             slots.append(self._find(wanted, spare, now, [slot for slot, _ in slots]))
         admitted = True
         results = []
-        for (slot, _), limit in zip(slots, limits):
-            tat = _SLOT.unpack_from(self.mapping, self._offset(slot))[1] if slot >= 0 else 0
+        for (slot, _), limit in zip(slots, limits, strict=True):
+            tat = (
+                _SLOT.unpack_from(self.mapping, self._offset(slot))[1]
+                if slot >= 0
+                else 0
+            )
             result = update(tat, now, limit.interval, limit.tolerance, cost)
             if not result[0] and not limit.shadow:
                 admitted = False
             results.append(result)
         if admitted:
-            for (slot, stored_hash), result in zip(slots, results):
+            for (slot, stored_hash), result in zip(slots, results, strict=True):
                 if slot >= 0 and result[0]:
-                    _SLOT.pack_into(self.mapping, self._offset(slot), stored_hash, result[1])
+                    _SLOT.pack_into(
+                        self.mapping, self._offset(slot), stored_hash, result[1]
+                    )
         return admitted, results
 
     def _offset(self, slot: int) -> int:

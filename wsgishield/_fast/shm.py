@@ -1,4 +1,4 @@
-"""Shared-memory bucket table: the compiled module, or its twin (see ``wsgishield._fast``)."""
+"""Shared-memory bucket table: the compiled module or its twin."""
 
 from __future__ import annotations
 

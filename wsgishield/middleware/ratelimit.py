@@ -30,6 +30,7 @@ memory store) or ``closed`` (503 with ``Retry-After``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -131,7 +132,8 @@ class RateLimitMiddleware:
         app: WSGIApplication,
         *,
         limits: Iterable[Limit],
-        route_limits: Mapping[str, Sequence[str] | tuple[Sequence[str], int]] | None = None,
+        route_limits: Mapping[str, Sequence[str] | tuple[Sequence[str], int]]
+        | None = None,
         default: Sequence[str] = (),
         global_limits: Sequence[str] = (),
         store: BucketStore | None = None,
@@ -151,10 +153,14 @@ class RateLimitMiddleware:
         self.app = app
         self.limits = {limit.id: limit for limit in limits}
         if headers not in ("ietf", "x-ratelimit", "none"):
-            raise ConfigurationError("limits.headers", headers, "expected ietf, x-ratelimit or none")
+            raise ConfigurationError(
+                "limits.headers", headers, "expected ietf, x-ratelimit or none"
+            )
 
         self.global_limits = self._resolve("limits.global", global_limits)
-        self.default_plan = _Plan(self.global_limits + self._resolve("limits.default", default), 1)
+        self.default_plan = _Plan(
+            self.global_limits + self._resolve("limits.default", default), 1
+        )
         self.plans: dict[str, _Plan] = {}
         for route_id, entry in (route_limits or {}).items():
             names, cost = (entry, 1) if not isinstance(entry, tuple) else entry
@@ -163,7 +169,9 @@ class RateLimitMiddleware:
             self.plans[route_id] = _Plan(self.global_limits + own, cost)
 
         self.keys = KeyBuilder(
-            ipv4_prefix=ipv4_prefix, ipv6_prefix=ipv6_prefix, api_key_header=api_key_header
+            ipv4_prefix=ipv4_prefix,
+            ipv6_prefix=ipv6_prefix,
+            api_key_header=api_key_header,
         )
         self.tag_part = _tag_part(self.limits.values())
         self.store: BucketStore = store if store is not None else MemoryBucketStore()
@@ -178,7 +186,9 @@ class RateLimitMiddleware:
         try:
             self.exempt_networks = NetworkSet(expand_presets(exempt_networks))
         except ValueError as exc:
-            raise ConfigurationError("limits.exempt_networks", list(exempt_networks), str(exc)) from exc
+            raise ConfigurationError(
+                "limits.exempt_networks", list(exempt_networks), str(exc)
+            ) from exc
         self.cors_origins = frozenset(cors_origins)
         self.breaker_reset_seconds = breaker_reset_seconds
         self.clock = clock
@@ -208,7 +218,9 @@ class RateLimitMiddleware:
         for name in names:
             limit = self.limits.get(name)
             if limit is None:
-                raise ConfigurationError(where, name, "no such policy in limits.policies")
+                raise ConfigurationError(
+                    where, name, "no such policy in limits.policies"
+                )
             resolved.append(limit)
         return tuple(resolved)
 
@@ -269,7 +281,14 @@ class RateLimitMiddleware:
 
         for limit in limits:
             if plan.cost * limit.interval > limit.tolerance and not limit.shadow:
-                return self._reject(environ, start_response, self.too_costly, limit, "cost-exceeds-burst", [])
+                return self._reject(
+                    environ,
+                    start_response,
+                    self.too_costly,
+                    limit,
+                    "cost-exceeds-burst",
+                    [],
+                )
 
         try:
             outcome = self.store.apply(limits, keys, plan.cost, tag)
@@ -310,7 +329,9 @@ class RateLimitMiddleware:
             return True
         if self.exempt_networks:
             client = environ.get(context.CLIENT)
-            if client is not None and self.exempt_networks.contains(client.version, client.value):
+            if client is not None and self.exempt_networks.contains(
+                client.version, client.value
+            ):
                 return True
         return False
 
@@ -341,11 +362,15 @@ class RateLimitMiddleware:
         """Apply each policy's failure mode; ``None`` means answer 503."""
         if any(limit.failure_mode == "closed" for limit in limits):
             return None
-        local = [index for index, limit in enumerate(limits) if limit.failure_mode == "local"]
+        local = [
+            index for index, limit in enumerate(limits) if limit.failure_mode == "local"
+        ]
         local_limits = [limits[index] for index in local]
         if not local_limits:
             return [], Outcome(True, [])
-        outcome = self.local_store.apply(local_limits, [keys[index] for index in local], cost, tag)
+        outcome = self.local_store.apply(
+            local_limits, [keys[index] for index in local], cost, tag
+        )
         return local_limits, outcome
 
     def _header_fields(
@@ -361,7 +386,7 @@ class RateLimitMiddleware:
         # quota (r) and the seconds until it is full again (t).
         policy_items = []
         state_items = []
-        for limit, result in zip(limits, results):
+        for limit, result in zip(limits, results, strict=True):
             if limit.shadow:
                 continue
             policy_items.append(limit.policy_item)
@@ -380,7 +405,9 @@ class RateLimitMiddleware:
     ) -> list[tuple[str, str]]:
         # The older dialect has room for one limit: the closest to denying.
         enforced = [
-            (limit, result) for limit, result in zip(limits, results) if not limit.shadow
+            (limit, result)
+            for limit, result in zip(limits, results, strict=True)
+            if not limit.shadow
         ]
         if not enforced:
             return []
@@ -404,12 +431,14 @@ class RateLimitMiddleware:
         # The policy that makes the client wait longest is the one to name.
         denying = [
             (result.retry_after, limit)
-            for limit, result in zip(limits, outcome.results)
+            for limit, result in zip(limits, outcome.results, strict=True)
             if not result.allowed and not limit.shadow
         ]
         retry_after, limit = max(denying, key=lambda pair: pair[0])
         headers = [("Retry-After", str(retry_seconds(retry_after))), *fields]
-        return self._reject(environ, start_response, self.rate_limited, limit, "limit-exceeded", headers)
+        return self._reject(
+            environ, start_response, self.rate_limited, limit, "limit-exceeded", headers
+        )
 
     def _reject(
         self,
@@ -435,7 +464,9 @@ class RateLimitMiddleware:
             client=client_ip,
         )
         route_id = getattr(environ.get(context.ROUTE), "id", "-")
-        return problem(environ, start_response, [*headers, *self._cors_for(environ, route_id)])
+        return problem(
+            environ, start_response, [*headers, *self._cors_for(environ, route_id)]
+        )
 
     def _reject_unavailable(
         self,
@@ -444,12 +475,18 @@ class RateLimitMiddleware:
         limits: Sequence[Limit],
     ) -> Iterable[bytes]:
         closed = next(limit for limit in limits if limit.failure_mode == "closed")
-        context.record_decision(environ, "ratelimit", "unavailable", "store-unavailable", closed.id)
+        context.record_decision(
+            environ, "ratelimit", "unavailable", "store-unavailable", closed.id
+        )
         client_ip = environ.get(context.CLIENT_IP) or environ.get("REMOTE_ADDR", "")
         events.emit(
             "ratelimit",
             "unavailable",
-            {"client.ip": client_ip, "rule.id": closed.id, "event.reason": "store-unavailable"},
+            {
+                "client.ip": client_ip,
+                "rule.id": closed.id,
+                "event.reason": "store-unavailable",
+            },
             client=client_ip,
             level=logging.ERROR,
         )
@@ -460,13 +497,19 @@ class RateLimitMiddleware:
     def _log_shadow(
         self, environ: WSGIEnvironment, limits: Sequence[Limit], outcome: Outcome
     ) -> None:
-        for limit, result in zip(limits, outcome.results):
+        for limit, result in zip(limits, outcome.results, strict=True):
             if limit.shadow and not result.allowed:
-                client_ip = environ.get(context.CLIENT_IP) or environ.get("REMOTE_ADDR", "")
+                client_ip = environ.get(context.CLIENT_IP) or environ.get(
+                    "REMOTE_ADDR", ""
+                )
                 events.emit(
                     "ratelimit",
                     "shadow-rate-limited",
-                    {"client.ip": client_ip, "rule.id": limit.id, "event.reason": "limit-exceeded"},
+                    {
+                        "client.ip": client_ip,
+                        "rule.id": limit.id,
+                        "event.reason": "limit-exceeded",
+                    },
                     client=client_ip,
                     level=logging.INFO,
                 )
@@ -474,19 +517,21 @@ class RateLimitMiddleware:
     def _remember_cors(
         self, route_id: str, origin: str, headers: Sequence[tuple[str, str]]
     ) -> None:
-        cors = [(name, value) for name, value in headers if name.lower() in _CORS_HEADERS]
+        cors = [
+            (name, value) for name, value in headers if name.lower() in _CORS_HEADERS
+        ]
         if not any(name.lower() == "access-control-allow-origin" for name, _ in cors):
             return
         memo = self._cors_memo
         key = (route_id, origin)
         if key not in memo and len(memo) >= _MAX_CORS_MEMO:
-            try:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
                 del memo[next(iter(memo))]
-            except (KeyError, RuntimeError, StopIteration):
-                pass
         memo[key] = cors
 
-    def _cors_for(self, environ: WSGIEnvironment, route_id: str) -> list[tuple[str, str]]:
+    def _cors_for(
+        self, environ: WSGIEnvironment, route_id: str
+    ) -> list[tuple[str, str]]:
         """Return the CORS headers the app sent this origin, or configured ones."""
         origin = environ.get("HTTP_ORIGIN")
         if not origin:

@@ -41,9 +41,13 @@ class CircuitBreaker:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if failure_threshold < 1:
-            raise ConfigurationError(f"{name}.breaker_failures", failure_threshold, "expected at least 1")
+            raise ConfigurationError(
+                f"{name}.breaker_failures", failure_threshold, "expected at least 1"
+            )
         if reset_seconds <= 0:
-            raise ConfigurationError(f"{name}.breaker_reset_seconds", reset_seconds, "expected more than 0")
+            raise ConfigurationError(
+                f"{name}.breaker_reset_seconds", reset_seconds, "expected more than 0"
+            )
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_seconds = reset_seconds

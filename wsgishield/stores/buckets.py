@@ -40,7 +40,9 @@ def build_bucket_store(
 
         return SharedMemoryBucketStore(slots=settings.shm_slots)
     if redis is None:
-        raise ConfigurationError("limits.store", "redis", "the redis store needs a [redis] section")
+        raise ConfigurationError(
+            "limits.store", "redis", "the redis store needs a [redis] section"
+        )
     from . import redis as redis_connections
     from .breaker import CircuitBreaker
     from .buckets_redis import RedisBucketStore

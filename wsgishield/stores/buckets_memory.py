@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 from ..ratelimit import Limit, Outcome, decide
 
-__all__ = ["MemoryBucketStore", "OVERFLOW_KEY", "monotonic_microseconds"]
+__all__ = ["OVERFLOW_KEY", "MemoryBucketStore", "monotonic_microseconds"]
 
 #: Key suffix of the shared bucket that new keys use while the table is full.
 OVERFLOW_KEY = "|overflow"
@@ -64,10 +64,13 @@ class MemoryBucketStore:
         with self._lock:
             now = self.clock()
             tats = self._tats
-            keys = [self._room_for(key, limit, now) for key, limit in zip(keys, limits)]
+            keys = [
+                self._room_for(key, limit, now)
+                for key, limit in zip(keys, limits, strict=True)
+            ]
             outcome = decide([tats.get(key, 0) for key in keys], now, limits, cost)
             if outcome.allowed:
-                for key, result in zip(keys, outcome.results):
+                for key, result in zip(keys, outcome.results, strict=True):
                     if result.allowed:
                         tats[key] = result.tat
             return outcome

@@ -24,6 +24,7 @@ fail at once and the middleware applies each policy's failure mode.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -111,7 +112,7 @@ class RedisBucketStore:
         if not outcome.allowed and self.deny_cache_size:
             retry_after = max(
                 result.retry_after
-                for limit, result in zip(limits, outcome.results)
+                for limit, result in zip(limits, outcome.results, strict=True)
                 if not result.allowed and not limit.shadow
             )
             self._remember_denial(cache_key, retry_after, outcome)
@@ -140,7 +141,9 @@ class RedisBucketStore:
     @staticmethod
     def _outcome(reply: Sequence[int], count: int) -> Outcome:
         if len(reply) != 1 + 4 * count:
-            raise StoreError(f"unexpected rate-limit script reply of {len(reply)} items")
+            raise StoreError(
+                f"unexpected rate-limit script reply of {len(reply)} items"
+            )
         results = [
             BucketResult(
                 bool(reply[1 + 4 * index]),
@@ -179,8 +182,6 @@ class RedisBucketStore:
         with self._lock:
             cache = self._deny_cache
             if cache_key not in cache and len(cache) >= self.deny_cache_size:
-                try:
+                with contextlib.suppress(KeyError, RuntimeError, StopIteration):
                     del cache[next(iter(cache))]
-                except (KeyError, RuntimeError, StopIteration):
-                    pass
             cache[cache_key] = (self.local_clock(), retry_after, outcome)

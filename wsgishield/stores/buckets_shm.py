@@ -33,8 +33,8 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .._fast.shm import SharedTable
 from .._fast._shm_common import HEADER_BYTES, SLOT_BYTES
+from .._fast.shm import SharedTable
 from ..errors import ConfigurationError
 from ..ratelimit import BucketResult, Limit, Outcome, unspent
 from .buckets import under_gunicorn
@@ -71,7 +71,9 @@ class SharedMemoryBucketStore:
         table_class: type[SharedTable] = SharedTable,
     ) -> None:
         if slots < 1024:
-            raise ConfigurationError("limits.shm_slots", slots, "expected at least 1024")
+            raise ConfigurationError(
+                "limits.shm_slots", slots, "expected at least 1024"
+            )
         # A power of two keeps the home slot a mask of the hash.
         self.slots = 1 << (slots - 1).bit_length()
         self.path = path
@@ -89,7 +91,10 @@ class SharedMemoryBucketStore:
         admitted, raw = table.apply(limits, keys, cost, self.clock())
         results = [BucketResult(*result) for result in raw]
         if not admitted:
-            results = [unspent(result, limit, cost) for result, limit in zip(results, limits)]
+            results = [
+                unspent(result, limit, cost)
+                for result, limit in zip(results, limits, strict=True)
+            ]
         return Outcome(admitted, results)
 
     def _open(self) -> SharedTable:
@@ -111,7 +116,9 @@ class SharedMemoryBucketStore:
         try:
             info = os.fstat(fd)
             if info.st_uid != os.getuid() or not stat.S_ISREG(info.st_mode):
-                raise ConfigurationError("limits.store", path, "the table file belongs to another user")
+                raise ConfigurationError(
+                    "limits.store", path, "the table file belongs to another user"
+                )
             # The first process to take the lock creates the table.
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -120,14 +127,18 @@ class SharedMemoryBucketStore:
                     os.ftruncate(fd, size)
                 elif os.fstat(fd).st_size != size:
                     raise ConfigurationError(
-                        "limits.shm_slots", self.slots, f"{path} holds a table of another size"
+                        "limits.shm_slots",
+                        self.slots,
+                        f"{path} holds a table of another size",
                     )
                 mapping = mmap.mmap(fd, size, mmap.MAP_SHARED)
                 table = self.table_class(mapping, fd, self.slots)
                 if created:
                     table.initialize()
                 elif not table.check():
-                    raise ConfigurationError("limits.store", path, "not a wsgishield bucket table")
+                    raise ConfigurationError(
+                        "limits.store", path, "not a wsgishield bucket table"
+                    )
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         except BaseException:
