@@ -303,6 +303,10 @@ class RateLimitMiddleware:
         if not outcome.allowed:
             return self._deny(environ, start_response, plan, limits, outcome, fields)
 
+        trace = environ.get(context.TRACE)
+        if trace is not None:
+            trace.append(("ratelimit", "allowed", outcome))
+
         origin = environ.get("HTTP_ORIGIN")
         if not fields and not origin:
             return self.app(environ, start_response)
