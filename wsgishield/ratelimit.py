@@ -160,7 +160,7 @@ class Limit:
 
 
 class BucketResult(NamedTuple):
-    """What one policy decided for one request (times in microseconds)."""
+    """Decision of one policy for one request (times in microseconds)."""
 
     allowed: bool
     #: The TAT to store if the request is admitted.

@@ -149,7 +149,7 @@ cdef class SharedTable:
         header[0] = _MAGIC
 
     def check(self):
-        """Tell whether the mapping holds an initialized table of this size."""
+        """Tell whether the mapping contains an initialized table of this size."""
         cdef uint64_t* header = <uint64_t*>&self.view[0]
         return header[0] == _MAGIC and header[1] == <uint64_t>self.slots
 

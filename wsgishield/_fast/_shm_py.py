@@ -61,7 +61,7 @@ class SharedTable:
         _MAGIC.pack_into(self.mapping, 0, MAGIC, self.slots)
 
     def check(self) -> bool:
-        """Tell whether the mapping holds an initialized table of this size."""
+        """Tell whether the mapping contains an initialized table of this size."""
         magic, slots = _MAGIC.unpack_from(self.mapping, 0)
         return bool(magic == MAGIC and slots == self.slots)
 

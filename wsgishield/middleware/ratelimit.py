@@ -59,7 +59,7 @@ _TAG_PARTS = ("ip", "api-key", "identity")
 # The hash tag of every key when no key part is common to all policies.
 SHARED_TAG = "rl"
 
-# Response headers of the application's CORS answer that a 429 repeats.
+# CORS response headers of the application that a 429 repeats.
 _CORS_HEADERS = frozenset(
     {
         "access-control-allow-origin",
@@ -74,7 +74,7 @@ _MAX_CORS_MEMO = 1024
 
 
 class BucketStore(Protocol):
-    """What the middleware needs from a bucket store."""
+    """Interface of a bucket store, as the middleware calls it."""
 
     name: str
 
@@ -114,8 +114,8 @@ def _tag_part(limits: Iterable[Limit]) -> str | None:
     All the keys of one request go to one Redis Cluster slot, so one script
     can check them all. When every policy is keyed by (among others) the
     client address, the address is the tag and buckets spread over the
-    cluster; otherwise every bucket shares one tag, which a global limit
-    needs anyway since each request must touch its one bucket.
+    cluster. Otherwise every bucket shares one tag. A global limit needs
+    that anyway, because each request must update its one bucket.
     """
     limits = list(limits)
     for part in _TAG_PARTS:
@@ -363,7 +363,7 @@ class RateLimitMiddleware:
         tag: str,
         exc: StoreError,
     ) -> tuple[list[Limit], Outcome] | None:
-        """Apply each policy's failure mode; ``None`` means answer 503."""
+        """Apply each policy's failure mode; ``None`` means the request gets a 503."""
         if any(limit.failure_mode == "closed" for limit in limits):
             return None
         local = [

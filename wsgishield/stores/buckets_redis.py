@@ -165,7 +165,7 @@ class RedisBucketStore:
         if elapsed >= retry_after:
             self._deny_cache.pop(cache_key, None)
             return None
-        # Shift the waits by the time since Redis answered; remaining counts
+        # Shift the waits by the time since the Redis reply. Remaining counts
         # stay as they were, which errs low.
         results = [
             result._replace(
