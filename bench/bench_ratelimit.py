@@ -12,7 +12,6 @@ them alike, and reports the ratios in its ``extra_info``.
 
 from __future__ import annotations
 
-import itertools
 import os
 import statistics
 import time
@@ -198,13 +197,12 @@ def _interleave(
     for call in variants.values():  # warm up
         for _ in range(batch):
             call()
-    for _, (name, call) in zip(
-        range(rounds * len(variants)), itertools.cycle(variants.items()), strict=True
-    ):
-        started = time.perf_counter_ns()
-        for _ in range(batch):
-            call()
-        samples[name].append((time.perf_counter_ns() - started) / batch / 1000)
+    for _ in range(rounds):
+        for name, call in variants.items():
+            started = time.perf_counter_ns()
+            for _ in range(batch):
+                call()
+            samples[name].append((time.perf_counter_ns() - started) / batch / 1000)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

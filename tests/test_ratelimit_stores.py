@@ -11,6 +11,8 @@ import time
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import load_twin
 from tests.support.servers import GunicornServer
@@ -232,3 +234,39 @@ def test_gunicorn_four_workers_enforce_once():
         server.stop()
         if pid is not None:
             remove_tables(pid)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=2 * SECOND),
+            st.integers(min_value=1, max_value=4),
+            st.integers(min_value=0, max_value=40),
+        ),
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_shm_twins_agree(tmp_path_factory, steps):
+    if _fast.NO_EXTENSIONS:
+        return
+    directory = tmp_path_factory.mktemp("twins")
+    clocks = [FakeClock(), FakeClock()]
+    stores = [
+        SharedMemoryBucketStore(
+            slots=1024,
+            path=str(directory / mode),
+            clock=clock,
+            table_class=load_twin("shm", mode).SharedTable,
+        )
+        for mode, clock in zip(["compiled", "python"], clocks, strict=True)
+    ]
+    limits = [Limit("fast", "4/second"), Limit("slow", "30/minute", shadow=True)]
+    for step, cost, client in steps:
+        keys = [f"fast|c{client}", f"slow|c{client % 7}"]
+        outcomes = []
+        for store, clock in zip(stores, clocks, strict=True):
+            clock.now += step
+            outcomes.append(store.apply(limits, keys, cost))
+        assert outcomes[0] == outcomes[1]

@@ -86,11 +86,22 @@ class BucketStore(Protocol):
 class _Plan:
     """The policies of one route, resolved once."""
 
-    __slots__ = ("cost", "limits")
+    __slots__ = ("cost", "has_shadow", "limits", "too_costly")
 
     def __init__(self, limits: Sequence[Limit], cost: int) -> None:
         self.limits = tuple(limits)
         self.cost = cost
+        self.has_shadow = any(limit.shadow for limit in self.limits)
+        # The first enforced policy whose full bucket is smaller than the
+        # cost: such a request can never be admitted.
+        self.too_costly = next(
+            (
+                limit
+                for limit in self.limits
+                if not limit.shadow and cost * limit.interval > limit.tolerance
+            ),
+            None,
+        )
 
 
 def build_limits(settings: LimitsPolicy) -> dict[str, Limit]:
@@ -189,6 +200,9 @@ class RateLimitMiddleware:
             raise ConfigurationError(
                 "limits.exempt_networks", list(exempt_networks), str(exc)
             ) from exc
+        self.has_exemptions = bool(
+            not count_preflight or self.exempt_paths.routes or self.exempt_networks
+        )
         self.cors_origins = frozenset(cors_origins)
         self.breaker_reset_seconds = breaker_reset_seconds
         self.clock = clock
@@ -272,23 +286,22 @@ class RateLimitMiddleware:
         route = environ.get(context.ROUTE)
         route_id = route.id if route is not None else "-"
         plan = self.plans.get(route_id, self.default_plan)
-        if not plan.limits or self._exempt(environ):
+        if not plan.limits or (self.has_exemptions and self._exempt(environ)):
             return self.app(environ, start_response)
 
         limits, keys, tag = self._keys(plan, route_id, environ)
         if not limits:
             return self.app(environ, start_response)
 
-        for limit in limits:
-            if plan.cost * limit.interval > limit.tolerance and not limit.shadow:
-                return self._reject(
-                    environ,
-                    start_response,
-                    self.too_costly,
-                    limit,
-                    "cost-exceeds-burst",
-                    [],
-                )
+        if plan.too_costly is not None and plan.too_costly in limits:
+            return self._reject(
+                environ,
+                start_response,
+                self.too_costly,
+                plan.too_costly,
+                "cost-exceeds-burst",
+                [],
+            )
 
         try:
             outcome = self.store.apply(limits, keys, plan.cost, tag)
@@ -298,7 +311,8 @@ class RateLimitMiddleware:
                 return self._reject_unavailable(environ, start_response, limits)
             limits, outcome = fallback
 
-        self._log_shadow(environ, limits, outcome)
+        if plan.has_shadow:
+            self._log_shadow(environ, limits, outcome)
         fields = self._header_fields(limits, outcome.results)
         if not outcome.allowed:
             return self._deny(environ, start_response, plan, limits, outcome, fields)
