@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +12,7 @@ import pytest
 import redis
 from werkzeug.test import Client
 
-from tests.support.servers import RedisServer
+from tests.support.servers import RedisServer, free_port, stop_process, wait_for_port
 from wsgishield import StoreError, context, events
 from wsgishield.middleware.ratelimit import RateLimitMiddleware
 from wsgishield.policy import RedisSettings
@@ -262,3 +264,39 @@ def test_readonly_replica_reconnects(redis_server):
         assert store.apply([limit], ["many|a"], 1, "a").allowed
     finally:
         primary.cleanup()
+
+
+@pytest.fixture
+def sentinel(redis_server, tmp_path):
+    """One Sentinel on loopback that monitors ``redis_server`` as ``mymaster``."""
+    port = free_port()
+    config = tmp_path / "sentinel.conf"
+    config.write_text(
+        f"port {port}\n"
+        "bind 127.0.0.1\n"
+        f"dir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {redis_server.port} 1\n"
+        "sentinel down-after-milliseconds mymaster 1000\n"
+    )
+    process = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", str(config), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process=process)
+        yield port
+    finally:
+        stop_process(process)
+
+
+def test_sentinel_mode_finds_master(sentinel):
+    client = redis_connections.connect(
+        RedisSettings(
+            mode="sentinel", sentinels=[f"127.0.0.1:{sentinel}"], timeout_ms=1000
+        )
+    )
+    store = RedisBucketStore(client, prefix="sentinel", deny_cache_size=0)
+    limit = Limit("two", "2/minute")
+    decisions = [store.apply([limit], ["two|a"], 1, "a").allowed for _ in range(3)]
+    assert decisions == [True, True, False]
