@@ -424,3 +424,45 @@ def test_hostile_requests_never_500():
     ]
     for environ in cases:
         assert client.get("/", environ_base=environ).status_code == 200
+
+
+ONE = {"one": {"rate": "1/second"}}
+
+
+@pytest.mark.parametrize(
+    ("limits", "routes", "key"),
+    [
+        (
+            {"policies": {"a": {"rate": "1/s", "key": ["ip", "ip"]}}},
+            [],
+            "limits.policies.a.key",
+        ),
+        ({"policies": ONE, "global": ["missing"]}, [], "limits.global"),
+        ({"policies": ONE, "default": ["missing"]}, [], "limits.default"),
+        ({"policies": ONE, "store": "redis"}, [], "limits.store"),
+        (
+            {"policies": ONE, "exempt_networks": ["10.0.0.1/8"]},
+            [],
+            "limits.exempt_networks",
+        ),
+        ({"policies": ONE, "exempt_paths": ["health"]}, [], "limits.exempt_paths[0]"),
+        (
+            {"policies": ONE},
+            [{"id": "x", "path": "/x"}, {"id": "y", "path": "/y", "limits": ["zz"]}],
+            "routes[1].limits",
+        ),
+    ],
+    ids=[
+        "repeated-key-part",
+        "unknown-global",
+        "unknown-default",
+        "redis-without-settings",
+        "host-bits-set",
+        "relative-exempt-path",
+        "unknown-route-policy",
+    ],
+)
+def test_configuration_errors_name_key(limits, routes, key):
+    with pytest.raises(ConfigurationError) as info:
+        Shield(hello_app, {"limits": limits, "routes": routes})
+    assert info.value.key == key

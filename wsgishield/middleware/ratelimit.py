@@ -191,9 +191,14 @@ class RateLimitMiddleware:
         )
         self.headers = headers
         self.count_preflight = count_preflight
-        self.exempt_paths = RouteTable(
-            [Route(f"exempt-{index}", path) for index, path in enumerate(exempt_paths)]
-        )
+        exempt_routes = []
+        for index, path in enumerate(exempt_paths):
+            try:
+                exempt_routes.append(Route(f"exempt-{index}", path))
+            except ValueError as exc:
+                key = f"limits.exempt_paths[{index}]"
+                raise ConfigurationError(key, path, str(exc)) from exc
+        self.exempt_paths = RouteTable(exempt_routes)
         try:
             self.exempt_networks = NetworkSet(expand_presets(exempt_networks))
         except ValueError as exc:
@@ -248,14 +253,20 @@ class RateLimitMiddleware:
         limits = build_limits(settings)
 
         route_limits: dict[str, tuple[Sequence[str], int]] = {}
-        for route in routes.routes:
+        for index, route in enumerate(routes.routes):
             entry = getattr(route.rule, "limits", None)
             if entry is None:
                 continue
-            if isinstance(entry, list):
-                route_limits[route.id] = (entry, 1)
-            else:
-                route_limits[route.id] = (entry.policies, entry.cost)
+            names, cost = (
+                (entry, 1) if isinstance(entry, list) else (entry.policies, entry.cost)
+            )
+            for name in names:
+                if name not in limits:
+                    key = f"routes[{index}].limits"
+                    raise ConfigurationError(
+                        key, name, "no such policy in limits.policies"
+                    )
+            route_limits[route.id] = (names, cost)
 
         from ..stores.buckets import build_bucket_store
 
