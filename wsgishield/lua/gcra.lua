@@ -30,6 +30,12 @@ local function floor_div(a, b)
   return q
 end
 
+-- Redis 3.2 to 4 replicate a script that read TIME only as its effects, and
+-- only when asked; Redis 5 and later always do and keep this as a no-op.
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
+
 local now = tonumber(ARGV[1])
 if now == 0 then
   local time = redis.call('TIME')
