@@ -58,6 +58,7 @@ logger = logging.getLogger("wsgishield.ratelimit")
 _TAG_PARTS = ("ip", "api-key", "identity")
 # The hash tag of every key when no key part is common to all policies.
 SHARED_TAG = "rl"
+_IP_ONLY = ("ip",)
 
 # CORS response headers of the application that a 429 repeats.
 _CORS_HEADERS = frozenset(
@@ -205,9 +206,7 @@ class RateLimitMiddleware:
             raise ConfigurationError(
                 "limits.exempt_networks", list(exempt_networks), str(exc)
             ) from exc
-        self.has_exemptions = bool(
-            not count_preflight or self.exempt_paths.routes or self.exempt_networks
-        )
+        self.has_exemptions = bool(self.exempt_paths.routes or self.exempt_networks)
         self.cors_origins = frozenset(cors_origins)
         self.breaker_reset_seconds = breaker_reset_seconds
         self.clock = clock
@@ -297,7 +296,15 @@ class RateLimitMiddleware:
         route = environ.get(context.ROUTE)
         route_id = route.id if route is not None else "-"
         plan = self.plans.get(route_id, self.default_plan)
-        if not plan.limits or (self.has_exemptions and self._exempt(environ)):
+        if not plan.limits:
+            return self.app(environ, start_response)
+        if (
+            environ.get("REQUEST_METHOD") == "OPTIONS"
+            and not self.count_preflight
+            and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
+        ):
+            return self.app(environ, start_response)
+        if self.has_exemptions and self._exempt(environ):
             return self.app(environ, start_response)
 
         limits, keys, tag = self._keys(plan, route_id, environ)
@@ -346,12 +353,6 @@ class RateLimitMiddleware:
         return self.app(environ, start_with_fields)
 
     def _exempt(self, environ: WSGIEnvironment) -> bool:
-        if (
-            not self.count_preflight
-            and environ.get("REQUEST_METHOD") == "OPTIONS"
-            and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
-        ):
-            return True
         if self.exempt_paths.routes and self.exempt_paths.match(
             environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
         ):
@@ -370,8 +371,15 @@ class RateLimitMiddleware:
         limits = []
         keys = []
         tag = SHARED_TAG
+        client = None
         for limit in plan.limits:
-            parts = self.keys.parts(limit, environ, route_id)
+            # Most policies are keyed by the client alone: resolve it once.
+            if limit.key == _IP_ONLY:
+                if client is None:
+                    client = self.keys.client_part(environ)
+                parts: tuple[str, ...] | None = (client,)
+            else:
+                parts = self.keys.parts(limit, environ, route_id)
             if parts is None:
                 continue
             if self.tag_part is not None:
