@@ -421,6 +421,8 @@ def test_hostile_requests_never_500():
         {"REMOTE_ADDR": "::1%eth0"},
         {"REMOTE_ADDR": "1.2.3.4", "HTTP_X_API_KEY": "\x00\xff" * 4000},
         {"REMOTE_ADDR": "1.2.3.4", "HTTP_ORIGIN": "null"},
+        {"REMOTE_ADDR": "1.2.3.4", "HTTP_ORIGIN": "https://" + "a" * 10_000},
+        {"REMOTE_ADDR": "1.2.3.4", "HTTP_X_API_KEY": "\udcff\u2603"},
     ]
     for environ in cases:
         assert client.get("/", environ_base=environ).status_code == 200

@@ -298,7 +298,9 @@ class KeyBuilder:
             if not api_key:
                 return None
             # Never keep the secret itself in a key that Redis may show.
-            digest = hashlib.blake2b(api_key.encode("latin-1"), digest_size=12)
+            digest = hashlib.blake2b(
+                api_key.encode("utf-8", "surrogatepass"), digest_size=12
+            )
             return "k-" + digest.hexdigest()
         return route_id
 

@@ -72,6 +72,9 @@ _CORS_HEADERS = frozenset(
 _EXPOSED = "Retry-After, RateLimit, RateLimit-Policy"
 # Origins whose CORS headers are remembered per route, oldest evicted first.
 _MAX_CORS_MEMO = 1024
+# Longer Origin values are not remembered (a real origin is scheme, host and
+# port), which bounds the memo at about a megabyte.
+_MAX_ORIGIN = 512
 
 
 class BucketStore(Protocol):
@@ -554,6 +557,8 @@ class RateLimitMiddleware:
     def _remember_cors(
         self, route_id: str, origin: str, headers: Sequence[tuple[str, str]]
     ) -> None:
+        if len(origin) > _MAX_ORIGIN:
+            return
         cors = [
             (name, value) for name, value in headers if name.lower() in _CORS_HEADERS
         ]
