@@ -6,9 +6,9 @@ deployment chooses the format (see ``wsgishield.logging`` for a JSON
 formatter). Each record carries the event as a flat mapping of Elastic Common
 Schema field names in ``record.event``.
 
-Repeats are rate-limited per (logger, action, client) so that a flood from
-one client costs a handful of records per second; the number suppressed is
-reported in ``labels.suppressed`` of the next record that passes.
+Repeats are rate-limited per (logger, action, client), so a flood from one
+client costs a handful of records per second. The number of suppressed
+records is reported in ``labels.suppressed`` of the next record that passes.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ class EventLimiter:
     """A per-key budget of records per second, bounded in memory."""
 
     def __init__(
-        self, per_second: int = DEFAULT_EVENTS_PER_SECOND, max_keys: int = MAX_LIMITER_KEYS
+        self,
+        per_second: int = DEFAULT_EVENTS_PER_SECOND,
+        max_keys: int = MAX_LIMITER_KEYS,
     ) -> None:
         self.per_second = per_second
         self.max_keys = max_keys
