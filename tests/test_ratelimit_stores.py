@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import multiprocessing
 import os
 import random
@@ -15,14 +16,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import load_twin
-from tests.support.servers import GunicornServer
+from tests.support.servers import REPOSITORY, GunicornServer
 from wsgishield import _fast
 from wsgishield.policy import RedisSettings
 from wsgishield.ratelimit import Limit
 from wsgishield.stores import redis as redis_connections
 from wsgishield.stores.buckets_memory import MemoryBucketStore
 from wsgishield.stores.buckets_redis import RedisBucketStore
-from wsgishield.stores.buckets_shm import SharedMemoryBucketStore, remove_tables
+from wsgishield.stores.buckets_shm import (
+    SharedMemoryBucketStore,
+    remove_tables,
+    table_path,
+)
 
 SECOND = 1_000_000
 START = 1_700_000_000 * SECOND
@@ -217,11 +222,17 @@ def test_full_shm_table_never_evicts_limited_keys(tmp_path, kernel_mode):
 @pytest.mark.gunicorn
 def test_gunicorn_four_workers_enforce_once():
     server = GunicornServer(
-        "tests.support.ratelimit_app:app", workers=4, env={"RATELIMIT_RATE": "5/day"}
+        "tests.support.ratelimit_app:app",
+        config=str(REPOSITORY / "deploy" / "gunicorn.conf.py"),
+        workers=4,
+        env={"RATELIMIT_RATE": "5/day"},
     ).start()
+    assert server.process is not None
+    arbiter = server.process.pid
     try:
         statuses = []
         for _ in range(20):
+            # A fresh connection each time, so requests spread over workers.
             with requests.Session() as session:
                 response = session.get(
                     server.url + "/", headers={"Connection": "close"}, timeout=10
@@ -229,11 +240,12 @@ def test_gunicorn_four_workers_enforce_once():
                 statuses.append(response.status_code)
         assert statuses.count(200) == 5, server.log()
         assert statuses.count(429) == 15
+        assert glob.glob(table_path(arbiter, 1 << 18))
     finally:
-        pid = server.process.pid if server.process else None
         server.stop()
-        if pid is not None:
-            remove_tables(pid)
+    # The on_exit hook of wsgishield.gunicorn removed the table.
+    assert not glob.glob(table_path(arbiter, 1 << 18))
+    remove_tables(arbiter)
 
 
 @settings(max_examples=60, deadline=None)
