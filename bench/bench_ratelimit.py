@@ -5,16 +5,13 @@ Run once with::
     python -m pytest bench/bench_ratelimit.py --benchmark-only -q \\
         --benchmark-columns=min,median,mean,ops
 
-Compare figures within one run only. ``test_interleaved_ratios`` measures
-the variants in alternating batches, so drift on a shared machine hits
-them alike, and reports the ratios in its ``extra_info``.
+Compare figures within one run only. The ``test_ratio_*`` tests time their
+variants in alternating rounds (``bench/conftest.py``), so drift on a shared
+machine hits them alike, and print the medians and ratios.
 """
 
 from __future__ import annotations
 
-import os
-import statistics
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -22,6 +19,7 @@ import redis
 from flask import Flask
 from flask_limiter import Limiter
 
+from bench.conftest import interleaved, report
 from tests.support.servers import RedisServer
 from wsgishield import _fast
 from wsgishield.middleware.ratelimit import RateLimitMiddleware
@@ -189,63 +187,76 @@ def test_flask_limiter_redis(benchmark, redis_server):
     benchmark(_flask_limiter_app(f"redis://127.0.0.1:{redis_server.port}"))
 
 
-def _interleave(
-    variants: dict[str, Callable[[], None]], rounds: int, batch: int
-) -> dict[str, float]:
-    """Return the median µs per call of each variant over alternating batches."""
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    for call in variants.values():  # warm up
-        for _ in range(batch):
-            call()
-    for _ in range(rounds):
-        for name, call in variants.items():
-            started = time.perf_counter_ns()
-            for _ in range(batch):
-                call()
-            samples[name].append((time.perf_counter_ns() - started) / batch / 1000)
-    return {name: statistics.median(values) for name, values in samples.items()}
+def test_ratio_layer_over_flask(benchmark, shm_path):
+    medians = interleaved(
+        {
+            "bare Flask": _call(_flask_app()),
+            "Flask + limiter (shm store)": _shield_app(
+                SharedMemoryBucketStore(slots=1 << 16, path=shm_path + "-ratio")
+            ),
+            "Flask + limiter (memory store)": _shield_app(MemoryBucketStore()),
+            "Flask + Flask-Limiter (memory)": _flask_limiter_app("memory://"),
+        },
+        number=300,
+    )
+    print()
+    print(report("rate-limit layer over Flask", medians, "bare Flask"))
+    bare = medians["bare Flask"]
+    benchmark.extra_info["layer_shm_us"] = (
+        medians["Flask + limiter (shm store)"] - bare
+    ) * 1e6
+    benchmark.extra_info["flask_limiter_us"] = (
+        medians["Flask + Flask-Limiter (memory)"] - bare
+    ) * 1e6
+    benchmark(_call(_flask_app()))
 
 
-def test_interleaved_ratios(benchmark, redis_server, shm_path):
+def test_ratio_redis_call_over_ping(benchmark, redis_server):
     client = redis_connections.connect(
         RedisSettings(url=redis_server.url, timeout_ms=1000)
     )
-    bare_client = redis.Redis(port=redis_server.port)
+    bare = redis.Redis(port=redis_server.port)
     store = RedisBucketStore(client, prefix="ratio")
-    limit = [Limit("one", RATE)]
-    local = _interleave(
+    one = [Limit("one", RATE)]
+    three = [Limit(f"p{n}", RATE) for n in range(3)]
+    three_keys = [f"p{n}|192.0.2.10" for n in range(3)]
+    noop = client.script_load("return 1")
+    medians = interleaved(
         {
-            "bare": _call(_flask_app()),
-            "shield-shm": _shield_app(
-                SharedMemoryBucketStore(slots=1 << 16, path=shm_path + "-ratio")
+            "PING": bare.ping,
+            "EVALSHA of 'return 1'": lambda: client.evalsha(noop, 0),
+            "store.apply, 1 policy": lambda: store.apply(
+                one, ["one|192.0.2.10"], 1, "192.0.2.10"
             ),
-            "flask-limiter-memory": _flask_limiter_app("memory://"),
-        },
-        rounds=30,
-        batch=300,
-    )
-    remote = _interleave(
-        {
-            "ping": bare_client.ping,
-            "store-apply": lambda: store.apply(
-                limit, ["one|192.0.2.10"], 1, "192.0.2.10"
+            "store.apply, 3 policies": lambda: store.apply(
+                three, three_keys, 1, "192.0.2.10"
             ),
         },
-        rounds=30,
-        batch=200,
+        number=300,
     )
-    benchmark.extra_info.update(
+    print()
+    print(report("Redis store call over a bare PING", medians, "PING"))
+    benchmark.extra_info["redis"] = bare.info("server")["redis_version"]
+    benchmark.extra_info["apply_over_ping"] = (
+        medians["store.apply, 1 policy"] / medians["PING"]
+    )
+    benchmark(bare.ping)
+
+
+def test_ratio_kernel_twins(benchmark):
+    if _fast.NO_EXTENSIONS:
+        pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")
+    from tests.conftest import load_twin
+
+    now = 1_700_000_000 * SECOND
+    compiled = load_twin("gcra", "compiled").update
+    python = load_twin("gcra", "python").update
+    medians = interleaved(
         {
-            "median_us": {**local, **remote},
-            "shield_shm_over_bare_us": local["shield-shm"] - local["bare"],
-            "flask_limiter_over_bare_us": local["flask-limiter-memory"] - local["bare"],
-            "redis_apply_over_ping": remote["store-apply"] / remote["ping"],
-            "build": "compiled" if _fast.HAS_EXTENSIONS else "pure Python",
-            "redis": bare_client.info("server")["redis_version"],
-            "cpu": os.cpu_count(),
+            "compiled": lambda: compiled(now + 5, now, 10_000, 1_000_000, 1),
+            "twin": lambda: python(now + 5, now, 10_000, 1_000_000, 1),
         }
     )
     print()
-    for key, value in benchmark.extra_info.items():
-        print(f"{key}: {value}")
-    benchmark(bare_client.ping)
+    print(report("GCRA kernel update", medians, "compiled"))
+    benchmark(compiled, now + 5, now, 10_000, 1_000_000, 1)
