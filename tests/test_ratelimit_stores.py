@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import multiprocessing
 import os
 import random
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import load_twin
 from tests.support.servers import REPOSITORY, GunicornServer
-from wsgishield import _fast
+from wsgishield import StoreError, _fast
 from wsgishield.policy import RedisSettings
 from wsgishield.ratelimit import Limit
 from wsgishield.stores import redis as redis_connections
@@ -282,3 +283,13 @@ def test_shm_twins_agree(tmp_path_factory, steps):
             clock.now += step
             outcomes.append(store.apply(limits, keys, cost))
         assert outcomes[0] == outcomes[1]
+
+
+def test_unusable_shm_table_applies_failure_mode(tmp_path, caplog):
+    # A directory where the table file should be: mapping it fails.
+    (tmp_path / "table").mkdir()
+    store = SharedMemoryBucketStore(slots=1024, path=str(tmp_path / "table"))
+    with caplog.at_level(logging.ERROR, logger="wsgishield.ratelimit"):
+        with pytest.raises(StoreError):
+            store.apply([Limit("one", "1/minute")], ["one|a"], 1)
+    assert "shared-memory bucket table failed" in caplog.text

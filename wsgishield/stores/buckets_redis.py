@@ -73,7 +73,13 @@ class RedisBucketStore:
         self._lock = threading.Lock()
         self._no_script = redis.exceptions.NoScriptError
         self._read_only = redis.exceptions.ReadOnlyError
-        self._errors = (redis.exceptions.RedisError, OSError)
+        # Cluster routing errors (slot not covered, ...) do not derive from
+        # RedisError in redis-py.
+        self._errors = (
+            redis.exceptions.RedisError,
+            redis.exceptions.RedisClusterException,
+            OSError,
+        )
 
     def redis_key(self, key: str, tag: str) -> str:
         """Return the Redis key of bucket ``key`` under hash tag ``tag``."""

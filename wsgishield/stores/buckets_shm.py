@@ -25,25 +25,31 @@ from __future__ import annotations
 
 import fcntl
 import glob
+import logging
 import mmap
 import os
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .._fast._shm_common import HEADER_BYTES, SLOT_BYTES
 from .._fast.shm import SharedTable
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, StoreError
 from ..ratelimit import BucketResult, Limit, Outcome, unspent
 from .buckets import under_gunicorn
 from .buckets_memory import monotonic_microseconds
 
 __all__ = ["SharedMemoryBucketStore", "remove_tables", "table_path"]
 
+logger = logging.getLogger("wsgishield.ratelimit")
+
 _DIRECTORY = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 _FILE_PREFIX = "wsgishield-buckets-"
+# A failing table is logged at most once per this many seconds.
+_FAILURE_LOG_SECONDS = 10.0
 
 
 def table_path(owner: int, slots: int, directory: str = _DIRECTORY) -> str:
@@ -82,13 +88,22 @@ class SharedMemoryBucketStore:
         self.table_class = table_class
         self._table: SharedTable | None = None
         self._open_lock = threading.Lock()
+        self._last_failure_log = -_FAILURE_LOG_SECONDS
 
     def apply(
         self, limits: Sequence[Limit], keys: Sequence[str], cost: int, tag: str = ""
     ) -> Outcome:
-        """Check and consume every bucket of one request, all or nothing."""
-        table = self._table or self._open()
-        admitted, raw = table.apply(limits, keys, cost, self.clock())
+        """Check and consume every bucket of one request, all or nothing.
+
+        Raises :class:`~wsgishield.errors.StoreError` when the table cannot
+        be mapped or locked, so that each policy's failure mode applies.
+        """
+        try:
+            table = self._table or self._open()
+            admitted, raw = table.apply(limits, keys, cost, self.clock())
+        except (OSError, ConfigurationError) as exc:
+            self._log_failure(exc)
+            raise StoreError(f"shared-memory bucket table failed: {exc}") from exc
         results = [BucketResult(*result) for result in raw]
         if not admitted:
             results = [
@@ -96,6 +111,13 @@ class SharedMemoryBucketStore:
                 for result, limit in zip(results, limits, strict=True)
             ]
         return Outcome(admitted, results)
+
+    def _log_failure(self, exc: Exception) -> None:
+        # One record per failure period, not one per request.
+        now = time.monotonic()
+        if now - self._last_failure_log >= _FAILURE_LOG_SECONDS:
+            self._last_failure_log = now
+            logger.error("shared-memory bucket table failed: %s", exc)
 
     def _open(self) -> SharedTable:
         with self._open_lock:
