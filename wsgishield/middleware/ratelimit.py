@@ -424,6 +424,16 @@ class RateLimitMiddleware:
         # RateLimit-Policy lists the enforced policies with their quota (q)
         # and window in seconds (w); RateLimit gives each one's remaining
         # quota (r) and the seconds until it is full again (t).
+        if len(limits) == 1 and not limits[0].shadow:
+            # The common case, without the lists and joins below.
+            limit, result = limits[0], results[0]
+            remaining = result.remaining if result.remaining > 0 else 0
+            reset = -(-result.reset_after // MICROSECONDS)
+            return [
+                ("RateLimit-Policy", limit.policy_item),
+                ("RateLimit", f"{limit.state_prefix}{remaining};t={reset}"),
+            ]
+
         policy_items = []
         state_items = []
         for limit, result in zip(limits, results, strict=True):

@@ -104,7 +104,7 @@ class SharedMemoryBucketStore:
         except (OSError, ConfigurationError) as exc:
             self._log_failure(exc)
             raise StoreError(f"shared-memory bucket table failed: {exc}") from exc
-        results = [BucketResult(*result) for result in raw]
+        results = list(map(BucketResult._make, raw))
         if not admitted:
             results = [
                 unspent(result, limit, cost)
