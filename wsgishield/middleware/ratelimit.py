@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,6 +44,7 @@ from ..networks import NetworkSet, expand_presets
 from ..problem import PROBLEM_TYPE_BASE, Problem
 from ..ratelimit import BucketResult, KeyBuilder, Limit, Outcome
 from ..routes import Route, RouteTable
+from ..stores.buckets import build_bucket_store
 from ..stores.buckets_memory import MemoryBucketStore
 
 if TYPE_CHECKING:
@@ -230,9 +232,9 @@ class RateLimitMiddleware:
             "The rate-limit store is unavailable; retry after the given time.",
             type_base=problem_type_base,
         )  # fmt: skip
-        self._unavailable_headers = [
-            ("Retry-After", str(max(1, -(-int(breaker_reset_seconds * 1000) // 1000))))
-        ]
+        # The breaker lets a probe through after this long, rounded up.
+        retry_after = max(1, math.ceil(breaker_reset_seconds))
+        self._unavailable_headers = [("Retry-After", str(retry_after))]
 
     def _resolve(self, where: str, names: Sequence[str]) -> tuple[Limit, ...]:
         resolved = []
@@ -269,8 +271,6 @@ class RateLimitMiddleware:
                         key, name, "no such policy in limits.policies"
                     )
             route_limits[route.id] = (names, cost)
-
-        from ..stores.buckets import build_bucket_store
 
         store = build_bucket_store(settings, policy.redis, limits.values())
         return cls(
