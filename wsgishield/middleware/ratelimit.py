@@ -72,6 +72,8 @@ _CORS_HEADERS = frozenset(
     }
 )
 _EXPOSED = "Retry-After, RateLimit, RateLimit-Policy"
+# Store failures are logged at most once per this many seconds.
+_FAILURE_LOG_SECONDS = 10.0
 # Origins whose CORS headers are remembered per route, oldest evicted first.
 _MAX_CORS_MEMO = 1024
 # Longer Origin values are not remembered (a real origin is scheme, host and
@@ -216,6 +218,7 @@ class RateLimitMiddleware:
         self.breaker_reset_seconds = breaker_reset_seconds
         self.clock = clock
         self._cors_memo: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self._last_failure_log = -_FAILURE_LOG_SECONDS
 
         self.rate_limited = Problem(
             429, "rate-limited", "Too Many Requests",
@@ -400,6 +403,15 @@ class RateLimitMiddleware:
         exc: StoreError,
     ) -> tuple[list[Limit], Outcome] | None:
         """Apply each policy's failure mode; ``None`` means the request gets a 503."""
+        # One record per period: during an outage every request fails alike.
+        now = time.monotonic()
+        if now - self._last_failure_log >= _FAILURE_LOG_SECONDS:
+            self._last_failure_log = now
+            logger.warning(
+                "rate-limit store %s failed, applying failure modes: %s",
+                self.store.name,
+                exc,
+            )
         if any(limit.failure_mode == "closed" for limit in limits):
             return None
         local = [
