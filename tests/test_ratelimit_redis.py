@@ -10,10 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from tests.support.servers import RedisServer, free_port, stop_process, wait_for_port
 from wsgishield import StoreError, context, events
+from wsgishield._fast import _gcra_py as python_gcra
+from wsgishield._fast.gcra import MAX_EXACT
 from wsgishield.middleware.ratelimit import RateLimitMiddleware
 from wsgishield.policy import RedisSettings
 from wsgishield.ratelimit import Limit
@@ -21,7 +25,7 @@ from wsgishield.routes import Route
 from wsgishield.stores import redis as redis_connections
 from wsgishield.stores.breaker import CLOSED, OPEN, CircuitBreaker
 from wsgishield.stores.buckets_memory import MemoryBucketStore
-from wsgishield.stores.buckets_redis import RedisBucketStore
+from wsgishield.stores.buckets_redis import GCRA_SCRIPT, RedisBucketStore
 
 pytestmark = pytest.mark.redis
 
@@ -300,3 +304,40 @@ def test_sentinel_mode_finds_master(sentinel):
     limit = Limit("two", "2/minute")
     decisions = [store.apply([limit], ["two|a"], 1, "a").allowed for _ in range(3)]
     assert decisions == [True, True, False]
+
+
+_times = st.integers(min_value=1, max_value=4_000_000_000 * SECOND)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stored=st.one_of(st.just(0), _times),
+    now=_times,
+    interval=st.integers(min_value=1, max_value=86_400 * SECOND),
+    burst=st.integers(min_value=1, max_value=100_000),
+    cost=st.integers(min_value=1, max_value=100_000),
+)
+def test_lua_script_matches_kernel(
+    shared_redis_server, stored, now, interval, burst, cost
+):
+    # Limit() rejects larger buckets, which keeps every figure below 2**53,
+    # where Lua's doubles are exact.
+    assume(burst * interval <= MAX_EXACT // 4)
+    client = redis.Redis(port=shared_redis_server.port)
+    key = "luacheck:{a}:rl:one|a"
+    client.delete(key)
+    if stored:
+        client.set(key, stored)
+    tolerance = burst * interval
+    reply = client.eval(GCRA_SCRIPT, 1, key, now, cost, interval, tolerance, 0)
+
+    allowed, tat, remaining, retry_after, reset_after = python_gcra.update(
+        stored, now, interval, tolerance, cost
+    )
+    assert reply == [int(allowed), int(allowed), remaining, retry_after, reset_after]
+    if allowed:
+        # A key whose bucket refills within a millisecond may be gone already.
+        assert client.get(key) in (None, str(tat).encode())
+        assert client.pttl(key) != -1  # -1: a key without a TTL
+    else:
+        assert client.get(key) == (str(stored).encode() if stored else None)
