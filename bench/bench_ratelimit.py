@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from flask import Flask
-from flask_limiter import Limiter
 
 from bench.conftest import interleaved, report
 from tests.support.servers import RedisServer
@@ -90,6 +89,8 @@ def _shield_app(store) -> Callable[[], None]:
 
 
 def _flask_limiter_app(storage_uri: str) -> Callable[[], None]:
+    limiter = pytest.importorskip("flask_limiter", reason="pip install -e '.[bench]'")
+    Limiter = limiter.Limiter
     app = _flask_app()
     Limiter(
         lambda: "192.0.2.10",
