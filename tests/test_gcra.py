@@ -1,4 +1,4 @@
-"""The GCRA bucket kernel: both twins, the same answers."""
+"""The GCRA bucket kernel: both twins return the same results."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ def fresh_event_budget(monkeypatch):
 
 
 class FakeClock:
-    """Microseconds that move only when a test says so."""
+    """A clock in microseconds that moves only when a test advances it."""
 
     def __init__(self, start: int = 1_000 * SECOND) -> None:
         self.now = start

@@ -160,7 +160,7 @@ def test_server_time_decides_not_local_clock(shared_redis_server, monkeypatch):
     store = RedisBucketStore(client, prefix="skew", deny_cache_size=0)
     limit = Limit("one", "1/hour")
     assert store.apply([limit], ["one|a"], 1, "a").allowed
-    # A host whose clock runs a day ahead still sees the spent bucket.
+    # A host whose clock runs a day ahead still gets the spent bucket.
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + 86_400)
     assert not store.apply([limit], ["one|a"], 1, "a").allowed
