@@ -28,7 +28,8 @@ from ..ratelimit import Limit, Outcome, decide
 __all__ = ["OVERFLOW_KEY", "MemoryBucketStore", "monotonic_microseconds"]
 
 #: Key suffix of the shared bucket that new keys use while the table is full.
-OVERFLOW_KEY = "|overflow"
+#: Key parts are never empty, so no real key contains "||".
+OVERFLOW_KEY = "||overflow"
 
 
 def monotonic_microseconds() -> int:
