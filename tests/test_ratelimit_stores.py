@@ -289,7 +289,9 @@ def test_unusable_shm_table_applies_failure_mode(tmp_path, caplog):
     # A directory where the table file should be: mapping it fails.
     (tmp_path / "table").mkdir()
     store = SharedMemoryBucketStore(slots=1024, path=str(tmp_path / "table"))
-    with caplog.at_level(logging.ERROR, logger="wsgishield.ratelimit"):
-        with pytest.raises(StoreError):
-            store.apply([Limit("one", "1/minute")], ["one|a"], 1)
+    with (
+        caplog.at_level(logging.ERROR, logger="wsgishield.ratelimit"),
+        pytest.raises(StoreError),
+    ):
+        store.apply([Limit("one", "1/minute")], ["one|a"], 1)
     assert "shared-memory bucket table failed" in caplog.text
