@@ -31,6 +31,8 @@ Choices that differ from Gunicorn's defaults, and why:
   when several instances share a host, and nothing here uses it.
 - ``worker_tmp_dir`` is ``/dev/shm`` when it exists: the heartbeat file on a
   slow disk can make Gunicorn kill healthy workers.
+- ``on_exit`` removes the shared-memory rate-limit table that the workers
+  of this arbiter mapped (``/dev/shm/wsgishield-buckets-PID-*``).
 - The binding is loopback by default. Put Nginx in front
   (``deploy/nginx/wsgishield.conf``) rather than exposing Gunicorn: sync
   workers are held by slow clients, and Nginx buffers requests for them.
@@ -54,6 +56,7 @@ __all__ = [
     "limit_request_line",
     "max_requests",
     "max_requests_jitter",
+    "on_exit",
     "secure_scheme_headers",
     "threads",
     "timeout",
@@ -116,3 +119,10 @@ def when_ready(server: Any) -> None:
         print(
             f"wsgishield: serving {wsgi_app} on {listener}", file=sys.stderr, flush=True
         )
+
+
+def on_exit(server: Any) -> None:
+    """Remove the shared-memory rate-limit tables of this arbiter's workers."""
+    from .stores.buckets_shm import remove_tables
+
+    remove_tables(os.getpid())

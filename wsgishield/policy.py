@@ -33,6 +33,8 @@ __all__ = [
     "HeadersPolicy",
     "IssuerProfile",
     "JwksSettings",
+    "LimitRule",
+    "LimitsPolicy",
     "Policy",
     "RedisSettings",
     "RequestPolicy",
@@ -41,6 +43,7 @@ __all__ = [
     "RouteAuth",
     "RouteCache",
     "RouteHeaders",
+    "RouteLimits",
     "RouteRequest",
     "RouteRule",
     "StaticKey",
@@ -500,6 +503,72 @@ class RouteHeaders(msgspec.Struct, **_STRUCT_OPTIONS):
     #: ``app`` keeps the app's own ``Cache-Control`` on authenticated
     #: responses, for routes whose cache policy allows private caching.
     authenticated_cache: Literal["no-store", "app"] | None = None
+# Rate limits (see wsgishield.middleware.ratelimit and docs/ratelimit.md).
+
+LimitKeyPart = Literal["ip", "identity", "api-key", "route"]
+FailureMode = Literal["open", "local", "closed"]
+
+
+class LimitRule(msgspec.Struct, **_STRUCT_OPTIONS):
+    """One named rate-limit policy: a token bucket per key."""
+
+    #: ``"N/unit"`` or ``"N/K unit"`` with unit second, minute, hour or day
+    #: (``"10/second"``, ``"1000/day"``, ``"100/5 minutes"``).
+    rate: str
+    #: Tokens a full bucket holds; the count of the rate when unset.
+    burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)] | None = None
+    #: What one bucket is kept per; empty means one bucket for all requests.
+    key: list[LimitKeyPart] = msgspec.field(default_factory=lambda: ["ip"])
+    #: Count and log the requests this policy would deny, deny none.
+    shadow: bool = False
+    #: What to do when the shared store fails; ``limits.failure_mode`` if unset.
+    failure_mode: FailureMode | None = None
+
+
+class RouteLimits(msgspec.Struct, **_STRUCT_OPTIONS):
+    """The rate-limit policies of one route and the tokens a request costs."""
+
+    policies: list[str] = []
+    cost: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
+
+
+class LimitsPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
+    """Rate limiting: named policies, where they apply and where buckets live."""
+
+    #: ``auto``: ``shm`` under Gunicorn, ``memory`` otherwise.
+    store: Literal["auto", "memory", "shm", "redis"] = "auto"
+    policies: dict[
+        Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], LimitRule
+    ] = {}
+    #: Policies of requests whose route names none (or that match no route).
+    default: list[str] = []
+    #: Policies applied to every request, on top of the route's own.
+    global_: list[str] = msgspec.field(name="global", default_factory=list)
+    failure_mode: FailureMode = "open"
+    headers: Literal["ietf", "x-ratelimit", "none"] = "ietf"
+    #: Prefix lengths that group client addresses into one key.
+    ipv4_prefix: Annotated[int, msgspec.Meta(ge=8, le=32)] = 32
+    ipv6_prefix: Annotated[int, msgspec.Meta(ge=16, le=128)] = 64
+    api_key_header: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9-]{1,64}$")] = (
+        "X-API-Key"
+    )
+    #: Count CORS preflight ``OPTIONS`` requests.
+    count_preflight: bool = False
+    #: Route patterns (see wsgishield.routes) that are never limited.
+    exempt_paths: list[str] = []
+    #: CIDRs or presets whose clients are never limited.
+    exempt_networks: list[str] = []
+    #: Origins whose CORS headers a 429 carries when the app's own headers for
+    #: that origin were not seen yet; ``["*"]`` for any origin.
+    cors_origins: list[str] = []
+    #: Buckets kept by the memory store and by the local fallback.
+    max_keys: Annotated[int, msgspec.Meta(ge=16, le=100_000_000)] = 100_000
+    #: Slots of the shared-memory table (rounded up to a power of two).
+    shm_slots: Annotated[int, msgspec.Meta(ge=1024, le=1 << 28)] = 1 << 18
+    #: Consecutive Redis failures that open the circuit breaker.
+    breaker_failures: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
+    #: Seconds the breaker stays open before one probe request may pass.
+    breaker_reset_seconds: Annotated[float, msgspec.Meta(ge=0.05, le=300)] = 2.0
 
 
 class RouteRule(msgspec.Struct, **_STRUCT_OPTIONS):
@@ -520,6 +589,8 @@ class RouteRule(msgspec.Struct, **_STRUCT_OPTIONS):
     request: RouteRequest | None = None
     #: Security headers for this route.
     headers: RouteHeaders | None = None
+    #: Rate-limit policies by name, or ``{policies = [...], cost = N}``.
+    limits: list[str] | RouteLimits | None = None
 
 
 class Policy(msgspec.Struct, **_STRUCT_OPTIONS):
@@ -534,6 +605,7 @@ class Policy(msgspec.Struct, **_STRUCT_OPTIONS):
     auth: AuthPolicy | None = None
     #: The response cache; off when unset.
     cache: CachePolicy | None = None
+    limits: LimitsPolicy | None = None
     #: Size of the (method, path) to route memo table.
     route_cache_size: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 4096
     #: Request limits and validation; off when unset and no route sets any.

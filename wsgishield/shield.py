@@ -21,6 +21,7 @@ from .middleware import (
     AuthMiddleware,
     CacheMiddleware,
     ClientAddressMiddleware,
+    RateLimitMiddleware,
     RequestLimitsMiddleware,
     RouteMiddleware,
     SecurityHeadersMiddleware,
@@ -49,6 +50,7 @@ LAYERS: tuple[type[_Layer], ...] = (
     AccessMiddleware,
     RequestLimitsMiddleware,
     AuthMiddleware,
+    RateLimitMiddleware,
     CacheMiddleware,
 )
 

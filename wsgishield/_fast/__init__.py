@@ -18,7 +18,7 @@ from types import ModuleType
 
 __all__ = ["HAS_EXTENSIONS", "KERNELS", "NO_EXTENSIONS", "load_kernel"]
 
-KERNELS = ("address", "cidr", "headerscan", "jsonscan")
+KERNELS = ("address", "cidr", "gcra", "headerscan", "jsonscan", "shm")
 
 NO_EXTENSIONS = os.environ.get("WSGISHIELD_NO_EXTENSIONS", "") not in ("", "0")
 

@@ -13,6 +13,7 @@ from .auth import AuthMiddleware
 from .cache import CacheMiddleware
 from .client import ClientAddressMiddleware
 from .headers import SecurityHeadersMiddleware
+from .ratelimit import RateLimitMiddleware
 from .request import RequestLimitsMiddleware
 from .routes import RouteMiddleware
 
@@ -21,6 +22,7 @@ __all__ = [
     "AuthMiddleware",
     "CacheMiddleware",
     "ClientAddressMiddleware",
+    "RateLimitMiddleware",
     "RequestLimitsMiddleware",
     "RouteMiddleware",
     "SecurityHeadersMiddleware",

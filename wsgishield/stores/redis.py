@@ -25,7 +25,9 @@ def connect(settings: RedisSettings) -> Any:
     """Build a redis-py client (``Redis`` or ``RedisCluster``) for ``settings``."""
     try:
         import redis
+        from redis.backoff import NoBackoff
         from redis.cluster import RedisCluster
+        from redis.retry import Retry
         from redis.sentinel import Sentinel
     except ImportError as exc:
         raise ConfigurationError(
@@ -42,6 +44,10 @@ def connect(settings: RedisSettings) -> Any:
         # A command that timed out may have run; the layers decide whether
         # to retry, so redis-py must not replay it behind their back.
         "retry_on_timeout": False,
+        # redis-py 6 and later retry timeouts and connection errors up to
+        # ten times with backoff by default, which replays commands and
+        # multiplies the timeout; every retry decision stays with the caller.
+        "retry": Retry(NoBackoff(), 0),
     }
 
     if settings.mode == "cluster":

@@ -1,0 +1,13 @@
+"""Shared-memory bucket table: the compiled module or its twin."""
+
+from __future__ import annotations
+
+from . import load_kernel
+
+__all__ = ["COMPILED", "SharedTable", "key_hash"]
+
+_kernel = load_kernel("shm")
+
+COMPILED: bool = _kernel.COMPILED
+SharedTable = _kernel.SharedTable
+key_hash = _kernel.key_hash

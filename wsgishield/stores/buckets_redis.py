@@ -1,0 +1,193 @@
+"""Rate-limit buckets in Redis: one Lua script call per request.
+
+Every policy of a request is checked and consumed by ``lua/gcra.lua`` in
+one ``EVALSHA``: one round trip, atomic, with the time taken from the Redis
+server so that app servers with skewed clocks agree. The keys of one request
+share a hash tag, so Redis Cluster runs the script on one node without a
+CROSSSLOT error. Every key expires when its bucket is full again.
+
+The script is loaded once and called by its SHA1; a ``NOSCRIPT`` reply
+(after a restart, a failover or ``SCRIPT FLUSH``) loads it again and repeats
+the call, which is safe because the script did not run. A timeout is never
+repeated, because the script may have run. A ``READONLY`` reply (a replica
+promoted away under us) drops the pooled connections so that the next call
+reconnects to the new master.
+
+A request that Redis denied is remembered locally until its retry time: the
+same request (same keys, same or higher cost) is denied again without a
+Redis call, since no other request can make those buckets fuller sooner.
+
+Failures raise :class:`~wsgishield.errors.StoreError` and feed a
+:class:`~wsgishield.stores.breaker.CircuitBreaker`; while it is open, calls
+fail at once and the middleware applies each policy's failure mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import Any
+
+from ..errors import StoreError
+from ..ratelimit import BucketResult, Limit, Outcome
+from .breaker import CircuitBreaker
+from .buckets_memory import monotonic_microseconds
+from .redis import hash_tagged
+
+__all__ = ["GCRA_SCRIPT", "RedisBucketStore"]
+
+GCRA_SCRIPT = resources.files("wsgishield").joinpath("lua/gcra.lua").read_text("utf-8")
+
+# Denied requests remembered per process; the oldest entry is dropped first.
+DEFAULT_DENY_CACHE_SIZE = 10_000
+
+
+class RedisBucketStore:
+    """Buckets shared by every worker and host through one Redis deployment."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = "wsgishield",
+        breaker: CircuitBreaker | None = None,
+        deny_cache_size: int = DEFAULT_DENY_CACHE_SIZE,
+        server_time: Callable[[], int] | None = None,
+        local_clock: Callable[[], int] = monotonic_microseconds,
+    ) -> None:
+        import redis
+
+        self.client = client
+        self.prefix = prefix
+        self.breaker = breaker or CircuitBreaker("ratelimit")
+        self.deny_cache_size = deny_cache_size
+        # Tests replace the server's TIME with a fake clock; None uses TIME.
+        self.server_time = server_time
+        self.local_clock = local_clock
+        self._sha: str | None = None
+        self._deny_cache: dict[tuple[Any, ...], tuple[int, int, Outcome]] = {}
+        self._lock = threading.Lock()
+        self._no_script = redis.exceptions.NoScriptError
+        self._read_only = redis.exceptions.ReadOnlyError
+        # Cluster routing errors (slot not covered, ...) do not derive from
+        # RedisError in redis-py.
+        self._errors = (
+            redis.exceptions.RedisError,
+            redis.exceptions.RedisClusterException,
+            OSError,
+        )
+
+    def redis_key(self, key: str, tag: str) -> str:
+        """Return the Redis key of bucket ``key`` under hash tag ``tag``."""
+        return hash_tagged(self.prefix, tag, "rl", key)
+
+    def apply(
+        self, limits: Sequence[Limit], keys: Sequence[str], cost: int, tag: str = "rl"
+    ) -> Outcome:
+        """Check and consume every bucket of one request in one script call."""
+        cache_key = (tag, cost, *keys)
+        cached = self._cached_denial(cache_key)
+        if cached is not None:
+            return cached
+
+        if not self.breaker.allow():
+            raise StoreError("Redis circuit breaker is open")
+
+        arguments: list[Any] = [self.server_time() if self.server_time else 0, cost]
+        for limit in limits:
+            arguments += (limit.interval, limit.tolerance, 1 if limit.shadow else 0)
+        redis_keys = [self.redis_key(key, tag) for key in keys]
+
+        try:
+            reply = self._call(redis_keys, arguments)
+        except self._read_only as exc:
+            # After a failover this connection talks to a replica: reconnect.
+            self._disconnect()
+            self.breaker.failure()
+            raise StoreError("Redis replied READONLY; reconnecting") from exc
+        except self._errors as exc:
+            self.breaker.failure()
+            raise StoreError(f"Redis rate-limit call failed: {exc}") from exc
+        self.breaker.success()
+
+        outcome = self._outcome(reply, len(limits))
+        if not outcome.allowed and self.deny_cache_size:
+            retry_after = max(
+                result.retry_after
+                for limit, result in zip(limits, outcome.results, strict=True)
+                if not result.allowed and not limit.shadow
+            )
+            self._remember_denial(cache_key, retry_after, outcome)
+        return outcome
+
+    def _call(self, keys: list[str], arguments: list[Any]) -> Any:
+        sha = self._sha or self._load()
+        try:
+            return self.client.evalsha(sha, len(keys), *keys, *arguments)
+        except self._no_script:
+            # The script did not run, so calling it again is safe.
+            return self.client.evalsha(self._load(), len(keys), *keys, *arguments)
+
+    def _load(self) -> str:
+        sha: str = self.client.script_load(GCRA_SCRIPT)
+        if isinstance(sha, bytes):
+            sha = sha.decode("ascii")
+        self._sha = sha
+        return sha
+
+    def _disconnect(self) -> None:
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is not None:
+            pool.disconnect()
+
+    @staticmethod
+    def _outcome(reply: Sequence[int], count: int) -> Outcome:
+        if len(reply) != 1 + 4 * count:
+            raise StoreError(
+                f"unexpected rate-limit script reply of {len(reply)} items"
+            )
+        results = [
+            BucketResult(
+                bool(reply[1 + 4 * index]),
+                0,
+                int(reply[2 + 4 * index]),
+                int(reply[3 + 4 * index]),
+                int(reply[4 + 4 * index]),
+            )
+            for index in range(count)
+        ]
+        return Outcome(bool(reply[0]), results)
+
+    def _cached_denial(self, cache_key: tuple[Any, ...]) -> Outcome | None:
+        entry = self._deny_cache.get(cache_key)
+        if entry is None:
+            return None
+        denied_at, retry_after, outcome = entry
+        elapsed = self.local_clock() - denied_at
+        if elapsed >= retry_after:
+            self._deny_cache.pop(cache_key, None)
+            return None
+        # Shift the waits by the time since the Redis reply. Remaining counts
+        # stay as they were, which errs low.
+        results = [
+            result._replace(
+                retry_after=max(0, result.retry_after - elapsed),
+                reset_after=max(0, result.reset_after - elapsed),
+            )
+            for result in outcome.results
+        ]
+        return Outcome(False, results)
+
+    def _remember_denial(
+        self, cache_key: tuple[Any, ...], retry_after: int, outcome: Outcome
+    ) -> None:
+        with self._lock:
+            cache = self._deny_cache
+            if cache_key not in cache and len(cache) >= self.deny_cache_size:
+                with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                    del cache[next(iter(cache))]
+            cache[cache_key] = (self.local_clock(), retry_after, outcome)
