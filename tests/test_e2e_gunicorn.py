@@ -175,3 +175,34 @@ def test_script_name_header_cannot_move_path(example: GunicornServer) -> None:
     )
     # Without forwarder_headers Gunicorn keeps PATH_INFO as sent: no view.
     assert status == 404
+
+
+def test_password_guessing_limited_then_banned(example: GunicornServer) -> None:
+    """The example policy: 5 logins a minute per address, and a ban after ten
+    strikes (401s and 429s) within a minute. Both hold across the workers:
+    limits through the shared-memory table; bans live in each worker's
+    memory here, so the first worker to reach ten strikes bans first."""
+    session = requests.Session()
+    attacker = {"X-Forwarded-For": "198.51.100.23"}
+    statuses = [
+        session.post(
+            f"{example.url}/auth/login",
+            json={"username": "admin", "password": f"guess-{attempt}"},
+            headers=attacker,
+            timeout=10,
+        ).status_code
+        for attempt in range(60)
+    ]
+
+    assert statuses[:5] == [401] * 5
+    assert statuses[5] == 429
+    assert 403 in statuses
+    assert set(statuses[5:]) <= {429, 403}
+
+    bystander = session.post(
+        f"{example.url}/auth/login",
+        json={"username": "admin", "password": "wrong"},
+        headers={"X-Forwarded-For": "203.0.113.77"},
+        timeout=10,
+    )
+    assert bystander.status_code == 401
