@@ -23,7 +23,14 @@ import msgspec
 from .errors import ConfigurationError
 from .problem import PROBLEM_TYPE_BASE
 
-__all__ = ["ClientPolicy", "Policy", "RedisSettings", "RouteRule", "load_policy"]
+__all__ = [
+    "ClientPolicy",
+    "MetricsPolicy",
+    "Policy",
+    "RedisSettings",
+    "RouteRule",
+    "load_policy",
+]
 
 _STRUCT_OPTIONS: dict[str, Any] = {
     "forbid_unknown_fields": True,
@@ -78,6 +85,31 @@ class RedisSettings(msgspec.Struct, **_STRUCT_OPTIONS):
     )
 
 
+class MetricsPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
+    """Prometheus metrics and their scrape endpoint (see
+    :mod:`wsgishield.middleware.metrics`)."""
+
+    #: Path of the scrape endpoint the shield serves itself; ``None`` serves
+    #: none. Scrapes are never counted in the request metrics.
+    path: Annotated[str, msgspec.Meta(pattern=r"^/[!-~]{0,255}$")] | None = "/metrics"
+    #: CIDRs or presets (``loopback``, ``private``) whose clients may scrape
+    #: ``path``; everyone else gets 404. Empty: ``port`` must be set.
+    allow: list[str] = []
+    #: A separate scrape listener that ``wsgishield.gunicorn`` starts in the
+    #: Gunicorn master (multiprocess mode only); ``None`` starts none.
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    #: Address of the separate listener.
+    bind: str = "127.0.0.1"
+    #: Label sets per process across all wsgishield metrics; new ones beyond
+    #: this are dropped and counted.
+    max_series: Annotated[int, msgspec.Meta(ge=100, le=1_000_000)] = 5000
+    #: Share of allowed requests logged as access events (0 to 1).
+    access_log_sample: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
+    #: Also expose prometheus-client's default registry (process and Python
+    #: metrics) when not in multiprocess mode.
+    include_default_registry: bool = True
+
+
 class RouteRule(msgspec.Struct, **_STRUCT_OPTIONS):
     """One route rule; later rules only apply when earlier ones do not match."""
 
@@ -100,6 +132,8 @@ class Policy(msgspec.Struct, **_STRUCT_OPTIONS):
     route_cache_size: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 4096
     #: Prefix of every problem ``type`` URI.
     problem_type_base: str = PROBLEM_TYPE_BASE
+    #: Prometheus metrics and the scrape endpoint; ``None`` turns them off.
+    metrics: MetricsPolicy | None = None
 
 
 PolicySource = str | Path | Mapping[str, Any] | Policy | None

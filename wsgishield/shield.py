@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from .errors import ConfigurationError
-from .middleware import ClientAddressMiddleware, RouteMiddleware
+from .middleware import ClientAddressMiddleware, MetricsMiddleware, RouteMiddleware
 from .policy import Policy, PolicySource, load_policy
 from .routes import Route, RouteTable
 
@@ -37,6 +37,7 @@ class _Layer(Protocol):
 LAYERS: tuple[type[_Layer], ...] = (
     ClientAddressMiddleware,
     RouteMiddleware,
+    MetricsMiddleware,
 )
 
 

@@ -9,6 +9,7 @@ or ``None`` when the policy leaves that layer off.
 from __future__ import annotations
 
 from .client import ClientAddressMiddleware
+from .metrics import MetricsMiddleware
 from .routes import RouteMiddleware
 
-__all__ = ["ClientAddressMiddleware", "RouteMiddleware"]
+__all__ = ["ClientAddressMiddleware", "MetricsMiddleware", "RouteMiddleware"]

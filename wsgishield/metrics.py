@@ -1,0 +1,860 @@
+"""Prometheus metrics with bounded labels, cheap enough for every request.
+
+Every layer counts what it decides through the families defined at the end
+of this module, for example::
+
+    from wsgishield import metrics
+
+    metrics.JWT_FAILURES.inc("expired")
+
+Label values are bounded in three ways, because one scanner must not be able
+to create a series per request:
+
+- labels with a known vocabulary (HTTP method, status class, decision) map
+  every other value to ``other``;
+- free-form values (reasons, rule ids) that are not 1 to 64 characters of
+  ``[A-Za-z0-9_.:-]`` become ``other``;
+- the registry holds at most ``max_series`` label sets in each process; a new
+  label set beyond that is dropped and counted in
+  ``wsgishield_metrics_series_dropped_total{metric}``.
+
+Values live in this process. When ``PROMETHEUS_MULTIPROC_DIR`` is set at the
+first write, each value is also written to a memory-mapped file in that
+directory, in the file format of prometheus-client's multiprocess mode, so
+``MultiProcessCollector`` (and :func:`exposition`) sums every worker. The
+files of a worker that exited are merged into per-type archive files by
+:func:`archive_dead_process` (``wsgishield.gunicorn`` calls it from
+``child_exit``), so the file count and the scrape time stay bounded however
+often Gunicorn recycles workers, and no counter goes backwards.
+
+This module never imports WSGI code; prometheus-client is only imported to
+render an exposition.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import json
+import math
+import mmap
+import os
+import struct
+import threading
+import weakref
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "DEFAULT_MAX_SERIES",
+    "HTTP_METHODS",
+    "MULTIPROC_ENV",
+    "OTHER",
+    "REGISTRY",
+    "STATUS_CLASSES",
+    "UNMATCHED_ROUTE",
+    "Family",
+    "MetricsRegistry",
+    "archive_dead_process",
+    "bounded_label",
+    "exposition",
+    "method_label",
+    "prepare_multiprocess_directory",
+    "status_class",
+]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: The label value that stands for every value outside a label's vocabulary.
+OTHER = "other"
+
+#: The route label of requests that no route rule matched. Route ids cannot
+#: contain parentheses, so the sentinel never collides with a real route.
+UNMATCHED_ROUTE = "(unmatched)"
+
+#: Label sets per process across all families. A route table of 50 rules
+#: with every method, status class and decision in use stays far below it.
+DEFAULT_MAX_SERIES = 5000
+
+#: Request latency buckets in seconds: 1 ms to 10 s, denser around the
+#: 25-500 ms range where API latency objectives usually sit.
+DEFAULT_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+# RFC 9110 section 9 methods plus PATCH (RFC 5789). Anything else a client
+# invents is counted under OTHER.
+HTTP_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+)
+#: First digit of a status code to its class label.
+STATUS_CLASSES = {str(digit): f"{digit}xx" for digit in range(1, 6)}
+_FREE_LABEL_CHARACTERS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-"
+)
+_MAX_FREE_LABEL = 64
+
+
+def method_label(method: str) -> str:
+    """Return ``method`` when it is a standard HTTP method, else ``other``."""
+    return method if method in HTTP_METHODS else OTHER
+
+
+def status_class(status: str | int) -> str:
+    """Return ``"2xx"`` for a status code or WSGI status line, else ``other``."""
+    text = str(status)
+    if len(text) < 3 or not text[:3].isdigit():
+        return OTHER
+    return STATUS_CLASSES.get(text[0], OTHER)
+
+
+def bounded_label(value: object) -> str:
+    """Return ``value`` as a label when it is a short identifier, else ``other``."""
+    text = value if isinstance(value, str) else str(value)
+    if text == UNMATCHED_ROUTE:
+        return text
+    if not 0 < len(text) <= _MAX_FREE_LABEL:
+        return OTHER
+    if not _FREE_LABEL_CHARACTERS.issuperset(text):
+        return OTHER
+    return text
+
+
+# --- Per-process value storage --------------------------------------------
+
+# prometheus-client's multiprocess file: a 4-byte used length and 4 bytes of
+# padding, then entries of a 4-byte key length, the UTF-8 key padded to an
+# 8-byte boundary, and two doubles (value, timestamp).
+_INITIAL_FILE_SIZE = 1 << 16
+_INT = struct.Struct("i")
+_TWO_DOUBLES = struct.Struct("dd")
+_pack_value = _TWO_DOUBLES.pack
+# Our files carry the registry's tag after the pid ("counter_12-wsgishield.db")
+# so that they never collide with the files prometheus-client itself writes
+# for the application's metrics ("counter_12.db").
+_ARCHIVE_PID = "archive"
+_LOCK_FILE = "wsgishield-archive.lock"
+
+
+class _MappedFile:
+    """One append-only multiprocess file, written by this process only."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file = open(path, "a+b")  # noqa: SIM115 - closed in close()
+        size = os.fstat(self._file.fileno()).st_size
+        if size == 0:
+            self._file.truncate(_INITIAL_FILE_SIZE)
+            size = _INITIAL_FILE_SIZE
+        self.capacity = size
+        self.map = mmap.mmap(self._file.fileno(), size)
+        self.used = _INT.unpack_from(self.map, 0)[0]
+        if self.used == 0:
+            self.used = 8
+            self.map[0:4] = _INT.pack(self.used)
+        # A file left by an earlier process with the same pid is continued.
+        self.existing = {key: (value, pos) for key, value, _, pos in _read_entries(self.map, self.used)}
+
+    def append(self, key: str, value: float) -> int:
+        """Add an entry for ``key`` and return the offset of its value."""
+        encoded = key.encode("utf-8")
+        padded = encoded + b" " * (8 - (len(encoded) + 4) % 8)
+        entry = _INT.pack(len(encoded)) + padded + _pack_value(value, 0.0)
+        while self.used + len(entry) > self.capacity:
+            self.capacity *= 2
+            self._file.truncate(self.capacity)
+            self.map = mmap.mmap(self._file.fileno(), self.capacity)
+        self.map[self.used : self.used + len(entry)] = entry
+        self.used += len(entry)
+        # Publish the entry only after it is complete: readers stop at `used`.
+        self.map[0:4] = _INT.pack(self.used)
+        return self.used - 16
+
+    def close(self) -> None:
+        self.map.close()
+        self._file.close()
+
+
+def _read_entries(data: Any, used: int) -> Iterator[tuple[str, float, float, int]]:
+    position = 8
+    while position < used:
+        length = _INT.unpack_from(data, position)[0]
+        if length <= 0 or position + 4 + length > used:
+            raise ValueError(f"corrupt metrics file entry at offset {position}")
+        key = bytes(data[position + 4 : position + 4 + length]).decode("utf-8")
+        position += 4 + length + (8 - (length + 4) % 8)
+        value, timestamp = _TWO_DOUBLES.unpack_from(data, position)
+        yield key, value, timestamp, position
+        position += 16
+
+
+def read_multiprocess_file(path: str | Path) -> list[tuple[str, float, float]]:
+    """Return the ``(key, value, timestamp)`` entries of one multiprocess file."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 8:
+        return []
+    used = _INT.unpack_from(data, 0)[0]
+    return [(key, value, stamp) for key, value, stamp, _ in _read_entries(data, used)]
+
+
+class _ProcessStore:
+    """The values of one process, mirrored to mmap files in multiprocess mode.
+
+    Slots are indices handed out by the registry; each has a file prefix
+    (``counter``, ``gauge_livesum``...) and a prometheus-client key.
+    """
+
+    def __init__(self, registry: MetricsRegistry) -> None:
+        self.registry = registry
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.values: list[float] = [0.0] * len(registry.slots)
+        self.directory = os.environ.get(MULTIPROC_ENV) or None
+        self.files: dict[str, _MappedFile] = {}
+        # Per slot: (file, offset of the value) once written in this process.
+        self.positions: list[tuple[_MappedFile, int] | None] = [None] * len(registry.slots)
+
+    def grow(self, count: int) -> None:
+        missing = count - len(self.values)
+        if missing > 0:
+            self.values.extend([0.0] * missing)
+            self.positions.extend([None] * missing)
+
+    def add(self, slot: int, amount: float) -> None:
+        with self.lock:
+            value = self.values[slot] + amount
+            self.values[slot] = value
+            if self.directory is not None:
+                self._write(slot, value)
+
+    def set(self, slot: int, value: float) -> None:
+        with self.lock:
+            self.values[slot] = value
+            if self.directory is not None:
+                self._write(slot, value)
+
+    def record_request(
+        self,
+        counter: int,
+        histogram: int,
+        bounds: Sequence[float],
+        duration: float,
+        in_flight: int,
+    ) -> None:
+        """Count one request, observe its duration and leave the in-flight gauge."""
+        bucket = histogram + 1 + bisect_left(bounds, duration)
+        with self.lock:
+            values = self.values
+            values[counter] += 1.0
+            values[histogram] += duration
+            values[bucket] += 1.0
+            values[in_flight] -= 1.0
+            if self.directory is not None:
+                self._write(counter, values[counter])
+                self._write(histogram, values[histogram])
+                self._write(bucket, values[bucket])
+                self._write(in_flight, values[in_flight])
+
+    def _write(self, slot: int, value: float) -> None:
+        # Called with the lock held.
+        position = self.positions[slot]
+        if position is None:
+            position = self._allocate(slot)
+            value = self.values[slot]
+        mapped, offset = position
+        mapped.map[offset : offset + 16] = _pack_value(value, 0.0)
+
+    def _allocate(self, slot: int) -> tuple[_MappedFile, int]:
+        prefix, key = self.registry.slots[slot]
+        mapped = self.files.get(prefix)
+        if mapped is None:
+            assert self.directory is not None
+            name = f"{prefix}_{self.pid}-{self.registry.file_tag}.db"
+            mapped = self.files[prefix] = _MappedFile(os.path.join(self.directory, name))
+        found = mapped.existing.pop(key, None)
+        if found is not None:
+            self.values[slot] += found[0]
+            position = (mapped, found[1])
+        else:
+            position = (mapped, mapped.append(key, self.values[slot]))
+        self.positions[slot] = position
+        return position
+
+    def close(self) -> None:
+        for mapped in self.files.values():
+            mapped.close()
+        self.files.clear()
+
+
+# --- Families and the registry ---------------------------------------------
+
+_registries: weakref.WeakSet[MetricsRegistry] = weakref.WeakSet()
+_registry_numbers = itertools.count(1)
+
+
+def _format_bound(bound: float) -> str:
+    # The text prometheus-client writes for a bucket bound ("0.005", "+Inf").
+    if math.isinf(bound):
+        return "+Inf"
+    text = repr(float(bound))
+    return text[:-2] if text.endswith(".0") and "e" not in text else text
+
+
+class Family:
+    """One metric: a name, its label names and its label sets.
+
+    ``vocabularies`` maps a label name to the values it may take; any other
+    value becomes ``other``. Labels without a vocabulary go through
+    :func:`bounded_label`.
+    """
+
+    def __init__(
+        self,
+        registry: MetricsRegistry,
+        name: str,
+        documentation: str,
+        kind: str,
+        labelnames: Sequence[str],
+        *,
+        vocabularies: dict[str, Iterable[str]] | None = None,
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+        multiprocess_mode: str = "",
+    ) -> None:
+        self.registry = registry
+        self.name = name
+        self.documentation = documentation
+        self.kind = kind
+        self.labelnames = tuple(labelnames)
+        self.multiprocess_mode = multiprocess_mode
+        self.bounds = tuple(sorted(float(bound) for bound in buckets)) + (math.inf,)
+        vocabularies = vocabularies or {}
+        self._vocabularies = tuple(
+            frozenset(vocabularies[label]) if label in vocabularies else None
+            for label in self.labelnames
+        )
+        self._series: dict[tuple[str, ...], int] = {}
+        self.capped = True
+
+    @property
+    def file_prefix(self) -> str:
+        if self.kind == "gauge":
+            return f"gauge_{self.multiprocess_mode}"
+        return self.kind
+
+    @property
+    def sample_name(self) -> str:
+        return self.name + "_total" if self.kind == "counter" else self.name
+
+    def clean(self, values: Sequence[object]) -> tuple[str, ...]:
+        """Map label values onto their bounded form."""
+        cleaned = []
+        for value, vocabulary in zip(values, self._vocabularies, strict=True):
+            if vocabulary is None:
+                cleaned.append(bounded_label(value))
+            else:
+                cleaned.append(value if value in vocabulary else OTHER)  # type: ignore[arg-type]
+        return tuple(cleaned)
+
+    def slot(self, *values: object) -> int | None:
+        """Return the first slot of a label set, or ``None`` when it was dropped."""
+        try:
+            return self._series[values]  # type: ignore[index]
+        except KeyError:
+            pass
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values!r}")
+        cleaned = self.clean(values)
+        slot = self._series.get(cleaned)
+        if slot is None:
+            slot = self.registry._add_series(self, cleaned)
+        return slot
+
+    def inc(self, *values: object, amount: float = 1.0) -> None:
+        """Add ``amount`` to a counter or gauge."""
+        slot = self.slot(*values)
+        if slot is not None:
+            self.registry.store.add(slot, amount)
+
+    def dec(self, *values: object, amount: float = 1.0) -> None:
+        """Subtract ``amount`` from a gauge."""
+        self.inc(*values, amount=-amount)
+
+    def set(self, *values: object, value: float) -> None:
+        """Set a gauge."""
+        slot = self.slot(*values)
+        if slot is not None:
+            self.registry.store.set(slot, value)
+
+    def observe(self, *values: object, value: float) -> None:
+        """Observe one value of a histogram."""
+        slot = self.slot(*values)
+        if slot is None:
+            return
+        store = self.registry.store
+        store.add(slot, value)
+        store.add(slot + 1 + bisect_left(self.bounds, value), 1.0)
+
+    def keys(self, labelvalues: tuple[str, ...]) -> list[str]:
+        """The prometheus-client multiprocess keys of one label set, in slot order."""
+        labels = dict(zip(self.labelnames, labelvalues, strict=True))
+
+        def key(sample: str, extra: dict[str, str] | None = None) -> str:
+            return json.dumps(
+                [self.name, sample, {**labels, **(extra or {})}, self.documentation],
+                sort_keys=True,
+            )
+
+        if self.kind != "histogram":
+            return [key(self.sample_name)]
+        return [key(self.name + "_sum")] + [
+            key(self.name + "_bucket", {"le": _format_bound(bound)}) for bound in self.bounds
+        ]
+
+    def series(self) -> dict[tuple[str, ...], int]:
+        """The label sets created in this process, with their first slot."""
+        return dict(self._series)
+
+
+class MetricsRegistry:
+    """All families, their label sets and the values of this process.
+
+    ``file_tag`` names this registry's multiprocess files; two registries
+    that write in one process need different tags.
+    """
+
+    http_requests: Family
+    http_request_duration: Family
+    http_in_flight: Family
+    decisions_total: Family
+    ratelimit_decisions: Family
+    store_errors: Family
+    breaker_state: Family
+    breaker_transitions: Family
+    cache_lookups: Family
+    jwt_failures: Family
+    jwks_fetches: Family
+    client_address_fallbacks: Family
+    events: Family
+    events_suppressed: Family
+
+    def __init__(self, max_series: int = DEFAULT_MAX_SERIES, *, file_tag: str | None = None) -> None:
+        _registries.add(self)
+        self.max_series = max_series
+        self.file_tag = file_tag or f"wsgishield{next(_registry_numbers)}"
+        self.families: dict[str, Family] = {}
+        # (file prefix, key) per slot; shared by every process after a fork.
+        self.slots: list[tuple[str, str]] = []
+        self.series_count = 0
+        self._lock = threading.Lock()
+        self._store: _ProcessStore | None = None
+        self.dropped = self.counter(
+            "wsgishield_metrics_series_dropped",
+            "Label sets not recorded because the series cap was reached.",
+            ["metric"],
+        )
+        self.dropped.capped = False
+        _define_standard_families(self)
+
+    @property
+    def store(self) -> _ProcessStore:
+        store = self._store
+        if store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = _ProcessStore(self)
+                store = self._store
+        return store
+
+    def reset_after_fork(self) -> None:
+        """Start from zero in a forked child: its parent's values are the parent's."""
+        self._lock = threading.Lock()
+        self._store = None
+
+    def counter(self, name: str, documentation: str, labelnames: Sequence[str], **options: Any) -> Family:
+        return self._register(Family(self, name, documentation, "counter", labelnames, **options))
+
+    def gauge(
+        self, name: str, documentation: str, labelnames: Sequence[str], *, multiprocess_mode: str, **options: Any
+    ) -> Family:
+        return self._register(
+            Family(self, name, documentation, "gauge", labelnames, multiprocess_mode=multiprocess_mode, **options)
+        )
+
+    def histogram(self, name: str, documentation: str, labelnames: Sequence[str], **options: Any) -> Family:
+        return self._register(Family(self, name, documentation, "histogram", labelnames, **options))
+
+    def _register(self, family: Family) -> Family:
+        if family.name in self.families:
+            raise ValueError(f"metric {family.name} is already registered")
+        self.families[family.name] = family
+        return family
+
+    def _add_series(self, family: Family, labelvalues: tuple[str, ...]) -> int | None:
+        with self._lock:
+            slot = family._series.get(labelvalues)
+            if slot is not None:
+                return slot
+            full = family.capped and self.series_count >= self.max_series
+            if not full:
+                slot = len(self.slots)
+                self.slots.extend((family.file_prefix, key) for key in family.keys(labelvalues))
+                self.series_count += family.capped
+                store = self._store
+                if store is not None:
+                    with store.lock:
+                        store.grow(len(self.slots))
+                # Published last, so no other thread sees a slot before it exists.
+                family._series[labelvalues] = slot
+        if full:
+            self.dropped.inc(family.name)
+        return slot
+
+    def value(self, family: Family, *labelvalues: object, sample: str = "") -> float:
+        """Return this process's value of one series (tests and ``explain``)."""
+        slot = family.slot(*labelvalues)
+        if slot is None:
+            return 0.0
+        values = self.store.values
+        if family.kind != "histogram" or sample == "_sum":
+            return values[slot] if slot < len(values) else 0.0
+        count = len(family.bounds)
+        return sum(values[slot + 1 : slot + 1 + count])
+
+    def collect(self) -> Iterator[Any]:
+        """Yield prometheus-client metric families for this process's values."""
+        from prometheus_client.metrics_core import Metric
+
+        store = self.store
+        values = store.values
+        for family in list(self.families.values()):
+            series = family.series()
+            if not series:
+                continue
+            metric = Metric(family.name, family.documentation, family.kind)
+            for labelvalues, slot in series.items():
+                labels = dict(zip(family.labelnames, labelvalues, strict=True))
+                if family.kind != "histogram":
+                    metric.add_sample(family.sample_name, labels, values[slot])
+                    continue
+                cumulative = 0.0
+                for index, bound in enumerate(family.bounds):
+                    cumulative += values[slot + 1 + index]
+                    metric.add_sample(
+                        family.name + "_bucket", {**labels, "le": _format_bound(bound)}, cumulative
+                    )
+                metric.add_sample(family.name + "_count", labels, cumulative)
+                metric.add_sample(family.name + "_sum", labels, values[slot])
+            yield metric
+
+
+# --- Multiprocess directory and archive ------------------------------------
+
+
+def _multiprocess_directory(directory: str | os.PathLike[str] | None) -> Path:
+    path = directory if directory is not None else os.environ.get(MULTIPROC_ENV)
+    if not path:
+        raise ValueError(f"{MULTIPROC_ENV} is not set and no directory was given")
+    return Path(path)
+
+
+@contextmanager
+def _archive_lock(directory: Path, exclusive: bool) -> Iterator[None]:
+    """Hold the lock that keeps scrapes from reading a half-done merge."""
+    with open(directory / _LOCK_FILE, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def prepare_multiprocess_directory(directory: str | os.PathLike[str] | None = None) -> Path:
+    """Create the multiprocess directory and delete every metrics file in it.
+
+    Call it once before the first worker starts (Gunicorn ``on_starting``):
+    values left by an earlier run would otherwise be added to this one's.
+    """
+    path = _multiprocess_directory(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    for stale in path.glob("*.db.tmp"):
+        stale.unlink(missing_ok=True)
+    return path
+
+
+def _file_pid(path: Path) -> str:
+    # "counter_123.db", "gauge_livesum_123-wsgishield.db" -> "123"
+    stem = path.name[: -len(".db")]
+    return stem.rsplit("_", 1)[-1].split("-", 1)[0]
+
+
+def _file_prefix(path: Path) -> str:
+    return path.name[: -len(".db")].rsplit("_", 1)[0]
+
+
+# How the archive combines a key's values for each kind of file. Counters,
+# histograms and summaries add up; gauges keep their multiprocess mode.
+def _combine_max(old: tuple[float, float], new: tuple[float, float]) -> tuple[float, float]:
+    return new if new[0] > old[0] else old
+
+
+def _combine_min(old: tuple[float, float], new: tuple[float, float]) -> tuple[float, float]:
+    return new if new[0] < old[0] else old
+
+
+def _combine_sum(old: tuple[float, float], new: tuple[float, float]) -> tuple[float, float]:
+    return old[0] + new[0], 0.0
+
+
+def _combine_recent(old: tuple[float, float], new: tuple[float, float]) -> tuple[float, float]:
+    return new if new[1] > old[1] else old
+
+
+_ARCHIVED_PREFIXES = {
+    "counter": _combine_sum,
+    "histogram": _combine_sum,
+    "summary": _combine_sum,
+    "gauge_sum": _combine_sum,
+    "gauge_max": _combine_max,
+    "gauge_min": _combine_min,
+    "gauge_mostrecent": _combine_recent,
+}
+
+
+def archive_dead_process(pid: int, directory: str | os.PathLike[str] | None = None) -> int:
+    """Merge the files of an exited process into the archive; return files removed.
+
+    Values that outlive their process (counters, histograms, summaries and
+    gauges in ``sum``, ``max``, ``min`` or ``mostrecent`` mode) are combined
+    into one ``<type>_archive.db`` per type. ``live*`` gauges and per-process
+    ``all`` gauges of the dead process are deleted, as prometheus-client's
+    ``mark_process_dead`` does for the live ones. Scrapes through
+    :func:`exposition` wait while the merge runs, so they never count a
+    value twice or miss it.
+    """
+    path = _multiprocess_directory(directory)
+    target = str(pid)
+    dead = [file for file in path.glob("*.db") if _file_pid(file) == target]
+    if not dead:
+        return 0
+
+    with _archive_lock(path, exclusive=True):
+        by_prefix: dict[str, list[Path]] = {}
+        for file in dead:
+            by_prefix.setdefault(_file_prefix(file), []).append(file)
+
+        for prefix, files in by_prefix.items():
+            combine = _ARCHIVED_PREFIXES.get(prefix)
+            if combine is None:
+                continue
+            archive = path / f"{prefix}_{_ARCHIVE_PID}.db"
+            merged: dict[str, tuple[float, float]] = {}
+            sources = [archive, *files] if archive.exists() else files
+            for source in sources:
+                for key, value, stamp in read_multiprocess_file(source):
+                    old = merged.get(key)
+                    merged[key] = (value, stamp) if old is None else combine(old, (value, stamp))
+            _write_archive(archive, merged)
+
+        for file in dead:
+            file.unlink(missing_ok=True)
+    return len(dead)
+
+
+def _write_archive(archive: Path, merged: dict[str, tuple[float, float]]) -> None:
+    temporary = archive.with_name(archive.name + ".tmp")
+    temporary.unlink(missing_ok=True)
+    mapped = _MappedFile(str(temporary))
+    try:
+        for key, (value, stamp) in merged.items():
+            offset = mapped.append(key, value)
+            mapped.map[offset : offset + 16] = _pack_value(value, stamp)
+        mapped.map.flush()
+    finally:
+        mapped.close()
+    os.replace(temporary, archive)
+
+
+def multiprocess_file_count(directory: str | os.PathLike[str] | None = None) -> int:
+    """Return how many metrics files the multiprocess directory holds."""
+    return sum(1 for _ in _multiprocess_directory(directory).glob("*.db"))
+
+
+# --- Exposition --------------------------------------------------------------
+
+
+def exposition(
+    accept: str | None = None,
+    registry: MetricsRegistry | None = None,
+    *,
+    include_default: bool = True,
+) -> tuple[bytes, str]:
+    """Render every metric for a scrape; return the body and its content type.
+
+    In multiprocess mode the values of all processes come from the files in
+    ``PROMETHEUS_MULTIPROC_DIR`` (which also hold the application's own
+    prometheus-client metrics). Otherwise this process's families are
+    rendered, with prometheus-client's default registry when
+    ``include_default`` is true.
+    """
+    from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import choose_encoder
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = registry or REGISTRY
+    encoder, content_type = choose_encoder(accept or "")
+    directory = os.environ.get(MULTIPROC_ENV)
+
+    if directory:
+        collected = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(collected, path=directory)
+        with _archive_lock(Path(directory), exclusive=False):
+            return encoder(collected), content_type
+
+    collected = CollectorRegistry(auto_describe=False)
+    collected.register(_RegistryCollector(registry))
+    body = encoder(collected)
+    if include_default:
+        body += encoder(DEFAULT_REGISTRY)
+    return body, content_type
+
+
+class _RegistryCollector:
+    def __init__(self, registry: MetricsRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        return self.registry.collect()
+
+
+# --- The families every layer uses -----------------------------------------
+
+#: Values of the ``decision`` label: "allowed" or a layer's action.
+DECISIONS = (
+    "allowed",
+    "denied-cidr",
+    "banned",
+    "invalid",
+    "auth-failed",
+    "rate-limited",
+    "cached",
+    "unavailable",
+)
+
+
+def _define_standard_families(registry: MetricsRegistry) -> None:
+    registry.http_requests = registry.counter(
+        "wsgishield_http_requests",
+        "Requests by route rule, method, status class and shield decision.",
+        ["route", "method", "status_class", "decision"],
+        vocabularies={"decision": DECISIONS},
+    )
+    registry.http_request_duration = registry.histogram(
+        "wsgishield_http_request_duration_seconds",
+        "Time from the shield receiving a request to the app returning its body.",
+        ["route", "method", "status_class", "decision"],
+        vocabularies={"decision": DECISIONS},
+    )
+    registry.http_in_flight = registry.gauge(
+        "wsgishield_http_requests_in_flight",
+        "Requests inside the shield right now.",
+        [],
+        multiprocess_mode="livesum",
+    )
+    registry.decisions_total = registry.counter(
+        "wsgishield_decisions",
+        "Requests a layer answered itself, by layer, action, reason and rule.",
+        ["layer", "action", "reason", "rule"],
+        vocabularies={"action": DECISIONS},
+    )
+    registry.ratelimit_decisions = registry.counter(
+        "wsgishield_ratelimit_decisions",
+        "Rate-limit checks by rule and result (allowed, limited, shadow-limited).",
+        ["rule", "result"],
+        vocabularies={"result": ("allowed", "limited", "shadow-limited")},
+    )
+    registry.store_errors = registry.counter(
+        "wsgishield_store_errors",
+        "Failed shared-store operations by store and error kind.",
+        ["store", "error"],
+    )
+    registry.breaker_state = registry.gauge(
+        "wsgishield_breaker_state",
+        "Circuit breaker state per store: 0 closed, 1 half-open, 2 open.",
+        ["store"],
+        multiprocess_mode="livemax",
+    )
+    registry.breaker_transitions = registry.counter(
+        "wsgishield_breaker_transitions",
+        "Circuit breaker state changes by store and new state.",
+        ["store", "state"],
+        vocabularies={"state": ("closed", "half-open", "open")},
+    )
+    registry.cache_lookups = registry.counter(
+        "wsgishield_cache_lookups",
+        "Response cache lookups by route, result and reason.",
+        ["route", "result", "reason"],
+        vocabularies={"result": ("hit", "miss", "stale", "bypass", "stored")},
+    )
+    registry.jwt_failures = registry.counter(
+        "wsgishield_jwt_failures",
+        "Rejected tokens by reason.",
+        ["reason"],
+    )
+    registry.jwks_fetches = registry.counter(
+        "wsgishield_jwks_fetches",
+        "Key set fetches by result (success, error, timeout, invalid).",
+        ["result"],
+        vocabularies={"result": ("success", "error", "timeout", "invalid")},
+    )
+    registry.client_address_fallbacks = registry.counter(
+        "wsgishield_client_address_fallbacks",
+        "Requests from a trusted proxy whose forwarding header was not usable.",
+        ["reason"],
+        vocabularies={"reason": ("missing", "invalid", "short-chain")},
+    )
+    registry.events = registry.counter(
+        "wsgishield_events",
+        "Security events logged, by logger kind and action.",
+        ["kind", "action"],
+    )
+    registry.events_suppressed = registry.counter(
+        "wsgishield_events_suppressed",
+        "Security events not logged because their key exceeded its rate.",
+        ["kind", "action"],
+    )
+
+
+#: The registry of the process; the module-level families below belong to it.
+REGISTRY = MetricsRegistry(file_tag="wsgishield")
+
+HTTP_REQUESTS = REGISTRY.http_requests
+HTTP_REQUEST_DURATION = REGISTRY.http_request_duration
+HTTP_IN_FLIGHT = REGISTRY.http_in_flight
+DECISIONS_TOTAL = REGISTRY.decisions_total
+RATELIMIT_DECISIONS = REGISTRY.ratelimit_decisions
+STORE_ERRORS = REGISTRY.store_errors
+BREAKER_STATE = REGISTRY.breaker_state
+BREAKER_TRANSITIONS = REGISTRY.breaker_transitions
+CACHE_LOOKUPS = REGISTRY.cache_lookups
+JWT_FAILURES = REGISTRY.jwt_failures
+JWKS_FETCHES = REGISTRY.jwks_fetches
+CLIENT_ADDRESS_FALLBACKS = REGISTRY.client_address_fallbacks
+EVENTS = REGISTRY.events
+EVENTS_SUPPRESSED = REGISTRY.events_suppressed
+
+
+
+def _reset_after_fork() -> None:
+    for registry in list(_registries):
+        registry.reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
