@@ -141,42 +141,56 @@ _LOCK_FILE = "wsgishield-archive.lock"
 
 
 class _MappedFile:
-    """One append-only multiprocess file, written by this process only."""
+    """One append-only multiprocess file, written by this process only.
+
+    The file descriptor is closed once mapped (the mapping keeps the file),
+    so an abandoned registry leaks no descriptors.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._file = open(path, "a+b")  # noqa: SIM115 - closed in close()
-        size = os.fstat(self._file.fileno()).st_size
-        if size == 0:
-            self._file.truncate(_INITIAL_FILE_SIZE)
-            size = _INITIAL_FILE_SIZE
+        with open(path, "a+b") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                handle.truncate(_INITIAL_FILE_SIZE)
+                size = _INITIAL_FILE_SIZE
+            self.map = mmap.mmap(handle.fileno(), size)
         self.capacity = size
-        self.map = mmap.mmap(self._file.fileno(), size)
         self.used = _INT.unpack_from(self.map, 0)[0]
         if self.used == 0:
             self.used = 8
             self.map[0:4] = _INT.pack(self.used)
         # A file left by an earlier process with the same pid is continued.
-        self.existing = {key: (value, pos) for key, value, _, pos in _read_entries(self.map, self.used)}
+        self.existing = {
+            key: (value, pos) for key, value, _, pos in _read_entries(self.map, self.used)
+        }
 
     def append(self, key: str, value: float) -> int:
         """Add an entry for ``key`` and return the offset of its value."""
         encoded = key.encode("utf-8")
         padded = encoded + b" " * (8 - (len(encoded) + 4) % 8)
         entry = _INT.pack(len(encoded)) + padded + _pack_value(value, 0.0)
-        while self.used + len(entry) > self.capacity:
-            self.capacity *= 2
-            self._file.truncate(self.capacity)
-            self.map = mmap.mmap(self._file.fileno(), self.capacity)
+        if self.used + len(entry) > self.capacity:
+            self._grow(self.used + len(entry))
         self.map[self.used : self.used + len(entry)] = entry
         self.used += len(entry)
         # Publish the entry only after it is complete: readers stop at `used`.
         self.map[0:4] = _INT.pack(self.used)
         return self.used - 16
 
+    def _grow(self, needed: int) -> None:
+        capacity = self.capacity
+        while capacity < needed:
+            capacity *= 2
+        with open(self.path, "r+b") as handle:
+            handle.truncate(capacity)
+            grown = mmap.mmap(handle.fileno(), capacity)
+        self.map.close()
+        self.map = grown
+        self.capacity = capacity
+
     def close(self) -> None:
         self.map.close()
-        self._file.close()
 
 
 def _read_entries(data: Any, used: int) -> Iterator[tuple[str, float, float, int]]:
@@ -270,6 +284,18 @@ class _ProcessStore:
         mapped.map[offset : offset + 16] = _pack_value(value, 0.0)
 
     def _allocate(self, slot: int) -> tuple[_MappedFile, int]:
+        # Every sample of the series goes into the file at once, so that a
+        # histogram shows all its buckets from its first observation, as
+        # prometheus-client's own files do.
+        first, count = self.registry.series_of_slot[slot]
+        for member in range(first, first + count):
+            if self.positions[member] is None:
+                self.positions[member] = self._place(member)
+        position = self.positions[slot]
+        assert position is not None
+        return position
+
+    def _place(self, slot: int) -> tuple[_MappedFile, int]:
         prefix, key = self.registry.slots[slot]
         mapped = self.files.get(prefix)
         if mapped is None:
@@ -277,13 +303,12 @@ class _ProcessStore:
             name = f"{prefix}_{self.pid}-{self.registry.file_tag}.db"
             mapped = self.files[prefix] = _MappedFile(os.path.join(self.directory, name))
         found = mapped.existing.pop(key, None)
-        if found is not None:
-            self.values[slot] += found[0]
-            position = (mapped, found[1])
-        else:
-            position = (mapped, mapped.append(key, self.values[slot]))
-        self.positions[slot] = position
-        return position
+        if found is None:
+            return mapped, mapped.append(key, self.values[slot])
+        self.values[slot] += found[0]
+        offset = found[1]
+        mapped.map[offset : offset + 16] = _pack_value(self.values[slot], 0.0)
+        return mapped, offset
 
     def close(self) -> None:
         for mapped in self.files.values():
@@ -298,11 +323,16 @@ _registry_numbers = itertools.count(1)
 
 
 def _format_bound(bound: float) -> str:
-    # The text prometheus-client writes for a bucket bound ("0.005", "+Inf").
+    # The text prometheus-client writes for a bucket bound ("0.005", "1.0",
+    # "+Inf"); like Go, it switches to an exponent above 7 integer digits.
     if math.isinf(bound):
         return "+Inf"
     text = repr(float(bound))
-    return text[:-2] if text.endswith(".0") and "e" not in text else text
+    dot = text.find(".")
+    if bound > 0 and dot > 6:
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1:]}".rstrip("0.")
+        return f"{mantissa}e+0{dot - 1}"
+    return text
 
 
 class Family:
@@ -447,8 +477,10 @@ class MetricsRegistry:
         self.max_series = max_series
         self.file_tag = file_tag or f"wsgishield{next(_registry_numbers)}"
         self.families: dict[str, Family] = {}
-        # (file prefix, key) per slot; shared by every process after a fork.
+        # (file prefix, key) per slot, and (first slot, slot count) of the
+        # series each slot belongs to; shared by every process after a fork.
         self.slots: list[tuple[str, str]] = []
+        self.series_of_slot: list[tuple[int, int]] = []
         self.series_count = 0
         self._lock = threading.Lock()
         self._store: _ProcessStore | None = None
@@ -502,7 +534,9 @@ class MetricsRegistry:
             full = family.capped and self.series_count >= self.max_series
             if not full:
                 slot = len(self.slots)
-                self.slots.extend((family.file_prefix, key) for key in family.keys(labelvalues))
+                keys = family.keys(labelvalues)
+                self.slots.extend((family.file_prefix, key) for key in keys)
+                self.series_of_slot.extend([(slot, len(keys))] * len(keys))
                 self.series_count += family.capped
                 store = self._store
                 if store is not None:
