@@ -133,6 +133,7 @@ _INITIAL_FILE_SIZE = 1 << 16
 _INT = struct.Struct("i")
 _TWO_DOUBLES = struct.Struct("dd")
 _pack_value = _TWO_DOUBLES.pack
+_pack_double = struct.Struct("d").pack
 # Our files carry the registry's tag after the pid ("counter_12-wsgishield.db")
 # so that they never collide with the files prometheus-client itself writes
 # for the application's metrics ("counter_12.db").
@@ -239,18 +240,42 @@ class _ProcessStore:
             self.values.extend([0.0] * missing)
             self.positions.extend([None] * missing)
 
+    # The lock makes each read-modify-write and its file write one step:
+    # without it, two threads could write an older total after a newer one
+    # and a counter would go backwards. acquire/release is cheaper than
+    # ``with`` on this path.
+
     def add(self, slot: int, amount: float) -> None:
-        with self.lock:
+        self.lock.acquire()
+        try:
             value = self.values[slot] + amount
             self.values[slot] = value
             if self.directory is not None:
                 self._write(slot, value)
+        finally:
+            self.lock.release()
 
     def set(self, slot: int, value: float) -> None:
-        with self.lock:
+        self.lock.acquire()
+        try:
             self.values[slot] = value
             if self.directory is not None:
                 self._write(slot, value)
+        finally:
+            self.lock.release()
+
+    def observe(self, histogram: int, bounds: Sequence[float], value: float) -> None:
+        bucket = histogram + 1 + bisect_left(bounds, value)
+        self.lock.acquire()
+        try:
+            values = self.values
+            values[histogram] += value
+            values[bucket] += 1.0
+            if self.directory is not None:
+                self._write(histogram, values[histogram])
+                self._write(bucket, values[bucket])
+        finally:
+            self.lock.release()
 
     def record_request(
         self,
@@ -262,26 +287,31 @@ class _ProcessStore:
     ) -> None:
         """Count one request, observe its duration and leave the in-flight gauge."""
         bucket = histogram + 1 + bisect_left(bounds, duration)
-        with self.lock:
+        self.lock.acquire()
+        try:
             values = self.values
             values[counter] += 1.0
             values[histogram] += duration
             values[bucket] += 1.0
             values[in_flight] -= 1.0
             if self.directory is not None:
-                self._write(counter, values[counter])
-                self._write(histogram, values[histogram])
-                self._write(bucket, values[bucket])
-                self._write(in_flight, values[in_flight])
+                write = self._write
+                write(counter, values[counter])
+                write(histogram, values[histogram])
+                write(bucket, values[bucket])
+                write(in_flight, values[in_flight])
+        finally:
+            self.lock.release()
 
     def _write(self, slot: int, value: float) -> None:
-        # Called with the lock held.
+        # Called with the lock held. Only the value changes; the timestamp
+        # half of the entry stays 0.0 as written by append().
         position = self.positions[slot]
         if position is None:
             position = self._allocate(slot)
             value = self.values[slot]
         mapped, offset = position
-        mapped.map[offset : offset + 16] = _pack_value(value, 0.0)
+        mapped.map[offset : offset + 8] = _pack_double(value)
 
     def _allocate(self, slot: int) -> tuple[_MappedFile, int]:
         # Every sample of the series goes into the file at once, so that a
@@ -425,9 +455,7 @@ class Family:
         slot = self.slot(*values)
         if slot is None:
             return
-        store = self.registry.store
-        store.add(slot, value)
-        store.add(slot + 1 + bisect_left(self.bounds, value), 1.0)
+        self.registry.store.observe(slot, self.bounds, value)
 
     def keys(self, labelvalues: tuple[str, ...]) -> list[str]:
         """The prometheus-client multiprocess keys of one label set, in slot order."""

@@ -57,6 +57,9 @@ __all__ = ["MetricsMiddleware"]
 logger = logging.getLogger("wsgishield.metrics")
 
 _SCRAPE_METHODS = ("GET", "HEAD")
+_METHODS = metrics.HTTP_METHODS
+_STATUS_CLASSES = metrics.STATUS_CLASSES
+_MISSING: Any = object()
 
 
 class MetricsMiddleware:
@@ -192,20 +195,20 @@ class MetricsMiddleware:
         decision = environ.get(context.DECISION)
         key = (
             route.id if route is not None else metrics.UNMATCHED_ROUTE,
-            method if method in metrics.HTTP_METHODS else metrics.OTHER,
-            metrics.STATUS_CLASSES.get(status[:1], metrics.OTHER),
+            method if method in _METHODS else metrics.OTHER,
+            _STATUS_CLASSES.get(status[:1], metrics.OTHER),
             decision.action if decision is not None else "allowed",
         )
 
-        try:
-            slots = self._slots[key]
-        except KeyError:
+        slots = self._slots.get(key, _MISSING)
+        if slots is _MISSING:
             slots = self._allocate(key)
-        store = self.registry.store
         if slots is None:
-            store.add(self._in_flight, -1.0)
+            self.registry.store.add(self._in_flight, -1.0)
         else:
-            store.record_request(slots[0], slots[1], self._bounds, duration, self._in_flight)
+            self.registry.store.record_request(
+                slots[0], slots[1], self._bounds, duration, self._in_flight
+            )
 
         if decision is not None:
             self._decisions.inc(
