@@ -64,6 +64,8 @@ __all__ = [
     "exposition",
     "method_label",
     "prepare_multiprocess_directory",
+    "scrape_registry",
+    "start_exposition_server",
     "status_class",
 ]
 
@@ -624,15 +626,24 @@ def _multiprocess_directory(directory: str | os.PathLike[str] | None) -> Path:
     return Path(path)
 
 
+# Scrapes in any process take this lock shared and archive merges take it
+# exclusive. POSIX record locks (lockf) are per process and not inherited
+# by fork, so a Gunicorn worker forked while the master's scrape listener
+# held the lock does not keep holding it. Record locks do not exclude
+# threads of one process from each other, hence the thread lock as well,
+# which is replaced after a fork.
+_archive_thread_lock = threading.Lock()
+
+
 @contextmanager
 def _archive_lock(directory: Path, exclusive: bool) -> Iterator[None]:
     """Hold the lock that keeps scrapes from reading a half-done merge."""
-    with open(directory / _LOCK_FILE, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    with _archive_thread_lock, open(directory / _LOCK_FILE, "a+b") as handle:
+        fcntl.lockf(handle.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
             yield
         finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_UN)
 
 
 def prepare_multiprocess_directory(directory: str | os.PathLike[str] | None = None) -> Path:
@@ -763,37 +774,70 @@ def exposition(
     ``PROMETHEUS_MULTIPROC_DIR`` (which also hold the application's own
     prometheus-client metrics). Otherwise this process's families are
     rendered, with prometheus-client's default registry when
-    ``include_default`` is true.
+    ``include_default`` is true. ``accept`` selects OpenMetrics or the
+    Prometheus text format, as the ``Accept`` header of a scrape does.
     """
+    from prometheus_client.exposition import choose_encoder
+
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(scrape_registry(registry, include_default=include_default)), content_type
+
+
+def scrape_registry(
+    registry: MetricsRegistry | None = None, *, include_default: bool = True
+) -> Any:
+    """Return a prometheus-client ``CollectorRegistry`` that renders what
+    :func:`exposition` renders, for prometheus-client's own servers."""
     from prometheus_client import REGISTRY as DEFAULT_REGISTRY
     from prometheus_client import CollectorRegistry
-    from prometheus_client.exposition import choose_encoder
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    registry = registry or REGISTRY
-    encoder, content_type = choose_encoder(accept or "")
-    directory = os.environ.get(MULTIPROC_ENV)
-
-    if directory:
-        collected = CollectorRegistry(auto_describe=False)
-        MultiProcessCollector(collected, path=directory)
-        with _archive_lock(Path(directory), exclusive=False):
-            return encoder(collected), content_type
 
     collected = CollectorRegistry(auto_describe=False)
-    collected.register(_RegistryCollector(registry))
-    body = encoder(collected)
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        collected.register(_LockedMultiProcessCollector(Path(directory)))
+        return collected
+    collected.register(_RegistryCollector(registry or REGISTRY))
     if include_default:
-        body += encoder(DEFAULT_REGISTRY)
-    return body, content_type
+        collected.register(_RegistryCollector(DEFAULT_REGISTRY))
+    return collected
+
+
+def start_exposition_server(port: int, address: str = "127.0.0.1") -> Any:
+    """Serve scrapes on ``address:port`` from a thread of this process.
+
+    ``wsgishield.gunicorn`` calls it in the Gunicorn master, which serves
+    the merged values of every worker in multiprocess mode. Returns the
+    server; ``server.shutdown()`` stops it.
+    """
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, address, registry=scrape_registry())
+    return server
 
 
 class _RegistryCollector:
-    def __init__(self, registry: MetricsRegistry) -> None:
+    """Collect another registry (ours, or a prometheus-client one) as one collector."""
+
+    def __init__(self, registry: Any) -> None:
         self.registry = registry
 
     def collect(self) -> Iterator[Any]:
         return self.registry.collect()
+
+
+class _LockedMultiProcessCollector:
+    """prometheus-client's multiprocess collector, read under the archive lock."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        with _archive_lock(self.directory, exclusive=False):
+            files = [str(path) for path in self.directory.glob("*.db")]
+            metrics = list(MultiProcessCollector.merge(files, accumulate=True))
+        return iter(metrics)
 
 
 # --- The families every layer uses -----------------------------------------
@@ -915,6 +959,8 @@ EVENTS_SUPPRESSED = REGISTRY.events_suppressed
 
 
 def _reset_after_fork() -> None:
+    global _archive_thread_lock
+    _archive_thread_lock = threading.Lock()
     for registry in list(_registries):
         registry.reset_after_fork()
 

@@ -89,17 +89,14 @@ class MetricsPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
     """Prometheus metrics and their scrape endpoint (see
     :mod:`wsgishield.middleware.metrics`)."""
 
-    #: Path of the scrape endpoint the shield serves itself; ``None`` serves
-    #: none. Scrapes are never counted in the request metrics.
-    path: Annotated[str, msgspec.Meta(pattern=r"^/[!-~]{0,255}$")] | None = "/metrics"
+    #: Path of the scrape endpoint the shield serves itself. Scrapes are
+    #: never counted in the request metrics.
+    path: Annotated[str, msgspec.Meta(pattern=r"^/[!-~]{0,255}$")] = "/metrics"
     #: CIDRs or presets (``loopback``, ``private``) whose clients may scrape
-    #: ``path``; everyone else gets 404. Empty: ``port`` must be set.
+    #: ``path``; others get 404. Empty: the shield serves no scrape endpoint,
+    #: and scrapes go to the listener ``wsgishield.gunicorn`` starts on
+    #: ``WSGISHIELD_METRICS_PORT``.
     allow: list[str] = []
-    #: A separate scrape listener that ``wsgishield.gunicorn`` starts in the
-    #: Gunicorn master (multiprocess mode only); ``None`` starts none.
-    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
-    #: Address of the separate listener.
-    bind: str = "127.0.0.1"
     #: Label sets per process across all wsgishield metrics; new ones beyond
     #: this are dropped and counted.
     max_series: Annotated[int, msgspec.Meta(ge=100, le=1_000_000)] = 5000

@@ -28,8 +28,9 @@ Requests for ``path`` (``/metrics``) are answered here and never counted.
    ``allow`` is checked against the *resolved* client address, so a reverse
    proxy on the same host that is not in ``client.trusted_proxies`` makes
    every client look like loopback: either list the proxy as trusted, block
-   ``path`` at the proxy (the ``deploy/nginx`` config does), or serve
-   scrapes on the separate ``port`` only.
+   ``path`` at the proxy (the ``deploy/nginx`` config does), or leave
+   ``allow`` empty and scrape the separate listener that
+   ``wsgishield.gunicorn`` starts on ``WSGISHIELD_METRICS_PORT``.
 """
 
 from __future__ import annotations
@@ -69,9 +70,8 @@ class MetricsMiddleware:
         self,
         app: WSGIApplication,
         *,
-        path: str | None = "/metrics",
+        path: str = "/metrics",
         allow: Iterable[str] = (),
-        port: int | None = None,
         max_series: int = metrics.DEFAULT_MAX_SERIES,
         access_log_sample: float = 0.0,
         include_default_registry: bool = True,
@@ -79,15 +79,8 @@ class MetricsMiddleware:
         problem_type_base: str = PROBLEM_TYPE_BASE,
     ) -> None:
         allow = list(allow)
-        if path is not None and not path.startswith("/"):
+        if not path.startswith("/"):
             raise ConfigurationError("metrics.path", path, "expected a path starting with '/'")
-        if path is not None and not allow and port is None:
-            raise ConfigurationError(
-                "metrics.allow",
-                allow,
-                "no network may scrape metrics.path; list the Prometheus networks "
-                "in metrics.allow, or set metrics.port",
-            )
         if not 0.0 <= access_log_sample <= 1.0:
             raise ConfigurationError(
                 "metrics.access_log_sample", access_log_sample, "expected 0 to 1"
@@ -100,8 +93,8 @@ class MetricsMiddleware:
             raise ConfigurationError("metrics.allow", allow, str(exc)) from exc
 
         self.app = app
-        self.path = path if allow else None
-        self.port = port
+        # With no network allowed, the path is an ordinary API path.
+        self.path = path if self.allow else None
         self.access_log_sample = access_log_sample
         self.include_default_registry = include_default_registry
         self.registry = registry
@@ -151,7 +144,6 @@ class MetricsMiddleware:
             app,
             path=settings.path,
             allow=settings.allow,
-            port=settings.port,
             max_series=settings.max_series,
             access_log_sample=settings.access_log_sample,
             include_default_registry=settings.include_default_registry,
