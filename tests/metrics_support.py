@@ -31,7 +31,9 @@ def call(
     }
     response: dict[str, Any] = {}
 
-    def start_response(status: str, header_list: list[tuple[str, str]], exc_info: Any = None) -> None:
+    def start_response(
+        status: str, header_list: list[tuple[str, str]], exc_info: Any = None
+    ) -> None:
         response["status"] = status
         response["headers"] = dict(header_list)
 

@@ -28,8 +28,21 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "wsgishield.json"
 COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
 
 PROMQL_KEYWORDS = {
-    "sum", "by", "rate", "increase", "max", "and", "unless", "or", "topk",
-    "histogram_quantile", "le", "without", "on", "offset", "bool",
+    "sum",
+    "by",
+    "rate",
+    "increase",
+    "max",
+    "and",
+    "unless",
+    "or",
+    "topk",
+    "histogram_quantile",
+    "le",
+    "without",
+    "on",
+    "offset",
+    "bool",
 }
 
 
@@ -45,7 +58,9 @@ def exposed_names() -> set[str]:
         if family.kind == "counter":
             names.add(family.name + "_total")
         elif family.kind == "histogram":
-            names.update(family.name + suffix for suffix in ("_bucket", "_count", "_sum"))
+            names.update(
+                family.name + suffix for suffix in ("_bucket", "_count", "_sum")
+            )
         else:
             names.add(family.name)
     return names
@@ -119,7 +134,9 @@ def test_every_alert_has_a_unit_test() -> None:
 
 
 def test_latency_bucket_in_rules_exists() -> None:
-    bounds = {metrics._format_bound(bound) for bound in metrics.HTTP_REQUEST_DURATION.bounds}
+    bounds = {
+        metrics._format_bound(bound) for bound in metrics.HTTP_REQUEST_DURATION.bounds
+    }
     used = set(re.findall(r'le="([^"]+)"', RULES.read_text(encoding="utf-8")))
     assert used <= bounds
 
@@ -141,12 +158,19 @@ def test_dashboard_panels_use_existing_metrics() -> None:
 def test_dashboard_shows_required_views() -> None:
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     titles = {panel["title"] for panel in dashboard["panels"]}
-    assert {"Requests by decision", "Latency quantiles (allowed requests)", "Decisions by layer and action", "Top rules"} <= titles
+    assert {
+        "Requests by decision",
+        "Latency quantiles (allowed requests)",
+        "Decisions by layer and action",
+        "Top rules",
+    } <= titles
 
 
 def test_compose_stack_services() -> None:
     compose = load_yaml(COMPOSE)
-    assert {"nginx", "app", "redis", "prometheus", "grafana"} <= set(compose["services"])
+    assert {"nginx", "app", "redis", "prometheus", "grafana"} <= set(
+        compose["services"]
+    )
     for name, service in compose["services"].items():
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), (name, port)
@@ -182,9 +206,13 @@ def test_grafana_provisioning_matches_compose() -> None:
     compose = load_yaml(COMPOSE)
     volumes = compose["services"]["grafana"]["volumes"]
     mounted = {volume.split(":")[1] for volume in volumes}
-    provider = load_yaml(DEPLOY / "grafana" / "provisioning" / "dashboards" / "wsgishield.yml")
+    provider = load_yaml(
+        DEPLOY / "grafana" / "provisioning" / "dashboards" / "wsgishield.yml"
+    )
     assert provider["providers"][0]["options"]["path"] in mounted
-    datasource = load_yaml(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml")
+    datasource = load_yaml(
+        DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+    )
     assert datasource["datasources"][0]["uid"] == "prometheus"
 
 
@@ -205,7 +233,10 @@ def promtool() -> str:
 
 def test_promtool_check_rules() -> None:
     result = subprocess.run(
-        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+        [promtool(), "check", "rules", str(RULES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -213,7 +244,9 @@ def test_promtool_check_rules() -> None:
 def test_promtool_test_rules() -> None:
     result = subprocess.run(
         [promtool(), "test", "rules", str(RULE_TESTS)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -225,14 +258,19 @@ def test_promtool_check_config(tmp_path: Path) -> None:
     copy = tmp_path / "prometheus.yml"
     copy.write_text(yaml.safe_dump(config), encoding="utf-8")
     result = subprocess.run(
-        [promtool(), "check", "config", str(copy)], capture_output=True, text=True, timeout=60
+        [promtool(), "check", "config", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.nginx
 def test_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
-    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    binary = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
     if binary is None:
         pytest.skip("nginx is not installed")
     # "app" resolves only inside the compose network.
@@ -244,7 +282,9 @@ def test_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
     (tmp_path / "logs").mkdir()
     result = subprocess.run(
         [binary, "-t", "-q", "-p", str(tmp_path), "-c", str(config)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
 

@@ -16,17 +16,57 @@ from wsgishield.logging import EcsJsonFormatter, json_handler
 # ECS 8.11 allows only these values in the categorization fields ("ECS
 # Categorization Fields" in the ECS reference).
 ECS_CATEGORIES = {
-    "api", "authentication", "configuration", "database", "driver", "email", "file",
-    "host", "iam", "intrusion_detection", "library", "malware", "network", "package",
-    "process", "registry", "session", "threat", "vulnerability", "web",
+    "api",
+    "authentication",
+    "configuration",
+    "database",
+    "driver",
+    "email",
+    "file",
+    "host",
+    "iam",
+    "intrusion_detection",
+    "library",
+    "malware",
+    "network",
+    "package",
+    "process",
+    "registry",
+    "session",
+    "threat",
+    "vulnerability",
+    "web",
 }
 ECS_TYPES = {
-    "access", "admin", "allowed", "change", "connection", "creation", "deletion",
-    "denied", "end", "error", "group", "indicator", "info", "installation",
-    "protocol", "start", "user",
+    "access",
+    "admin",
+    "allowed",
+    "change",
+    "connection",
+    "creation",
+    "deletion",
+    "denied",
+    "end",
+    "error",
+    "group",
+    "indicator",
+    "info",
+    "installation",
+    "protocol",
+    "start",
+    "user",
 }
 ECS_OUTCOMES = {"failure", "success", "unknown"}
-ECS_KINDS = {"alert", "asset", "enrichment", "event", "metric", "state", "pipeline_error", "signal"}
+ECS_KINDS = {
+    "alert",
+    "asset",
+    "enrichment",
+    "event",
+    "metric",
+    "state",
+    "pipeline_error",
+    "signal",
+}
 
 
 class Capture(logging.Handler):
@@ -56,7 +96,9 @@ def environ(**extra: Any) -> dict[str, Any]:
     return {
         "REQUEST_METHOD": "POST",
         "PATH_INFO": "/login",
-        "QUERY_STRING": "next=/home&access_token=eyJhbGciOi.secret.sig&Password=hunter2",
+        "QUERY_STRING": (
+            "next=/home&access_token=eyJhbGciOi.secret.sig&Password=hunter2"
+        ),
         "REMOTE_ADDR": "10.0.0.5",
         "HTTP_USER_AGENT": "curl/8.5",
         context.CLIENT_IP: "203.0.113.7",
@@ -70,7 +112,11 @@ def emitted_events(handler: Capture) -> list[dict[str, Any]]:
 
 def test_shipped_field_list_has_types() -> None:
     text = (resources.files("wsgishield") / "data" / "ecs-fields.txt").read_text()
-    rows = [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
+    rows = [
+        line.split("\t")
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    ]
     assert all(len(row) == 2 for row in rows)
     assert events.ECS_FIELDS["event.duration"] == "long"
     assert events.ECS_FIELDS["client.ip"] == "ip"
@@ -78,7 +124,17 @@ def test_shipped_field_list_has_types() -> None:
 
 @pytest.mark.parametrize(
     "action",
-    ["denied-cidr", "banned", "invalid", "auth-failed", "rate-limited", "cached", "unavailable", "allowed", "odd"],
+    [
+        "denied-cidr",
+        "banned",
+        "invalid",
+        "auth-failed",
+        "rate-limited",
+        "cached",
+        "unavailable",
+        "allowed",
+        "odd",
+    ],
 )
 def test_every_emitted_field_is_ecs(captured: Capture, action: str) -> None:
     fields = events.request_fields(
@@ -105,7 +161,10 @@ def test_every_emitted_field_is_ecs(captured: Capture, action: str) -> None:
 
 def test_json_line_fields_are_ecs(captured: Capture) -> None:
     events.emit(
-        "auth", "auth-failed", events.request_fields(environ()), limiter=events.EventLimiter()
+        "auth",
+        "auth-failed",
+        events.request_fields(environ()),
+        limiter=events.EventLimiter(),
     )
     (record,) = captured.records
     document = json.loads(EcsJsonFormatter().format(record))
@@ -119,7 +178,9 @@ def test_json_line_fields_are_ecs(captured: Capture) -> None:
 
 def test_request_fields_from_environ() -> None:
     env = environ()
-    context.record_decision(env, "ratelimit", "rate-limited", "per-client", "login-per-ip")
+    context.record_decision(
+        env, "ratelimit", "rate-limited", "per-client", "login-per-ip"
+    )
     fields = events.request_fields(env, status=429, duration_ns=5000)
     assert fields["client.ip"] == "203.0.113.7"
     assert fields["source.ip"] == "10.0.0.5"
@@ -143,7 +204,16 @@ def test_request_fields_from_environ() -> None:
         ("flag", "flag="),
         ("", ""),
     ],
-    ids=["plain", "token", "access-token", "api-key-upper", "password", "oauth-code", "blank", "empty"],
+    ids=[
+        "plain",
+        "token",
+        "access-token",
+        "api-key-upper",
+        "password",
+        "oauth-code",
+        "blank",
+        "empty",
+    ],
 )
 def test_redact_query(query: str, expected: str) -> None:
     assert events.redact_query(query) == expected
@@ -185,7 +255,13 @@ def test_repeats_are_limited_and_counted(captured: Capture) -> None:
     limiter = events.EventLimiter(per_second=2)
     before = metrics.REGISTRY.value(metrics.EVENTS_SUPPRESSED, "flood", "banned")
     results = [
-        events.emit("flood", "banned", {"client.ip": "198.51.100.1"}, client="198.51.100.1", limiter=limiter)
+        events.emit(
+            "flood",
+            "banned",
+            {"client.ip": "198.51.100.1"},
+            client="198.51.100.1",
+            limiter=limiter,
+        )
         for _ in range(10)
     ]
     assert results == [True, True] + [False] * 8
@@ -221,7 +297,13 @@ def test_formatter_handles_exceptions_and_odd_values() -> None:
         raise ValueError("broken")
     except ValueError:
         record = logger.makeRecord(
-            logger.name, logging.ERROR, __file__, 1, "failed %s", ("x",), exc_info=sys.exc_info(),
+            logger.name,
+            logging.ERROR,
+            __file__,
+            1,
+            "failed %s",
+            ("x",),
+            exc_info=sys.exc_info(),
             extra={"event": {"labels.thing": object()}},
         )
     document = json.loads(EcsJsonFormatter().format(record))

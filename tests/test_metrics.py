@@ -85,7 +85,18 @@ def test_status_class(status: str | int, expected: str) -> None:
         ("(unmatched)", "(unmatched)"),
         (42, "42"),
     ],
-    ids=["word", "dashes", "max-length", "too-long", "empty", "space", "quote", "non-ascii", "sentinel", "int"],
+    ids=[
+        "word",
+        "dashes",
+        "max-length",
+        "too-long",
+        "empty",
+        "space",
+        "quote",
+        "non-ascii",
+        "sentinel",
+        "int",
+    ],
 )
 def test_bounded_label(value: object, expected: str) -> None:
     assert metrics.bounded_label(value) == expected
@@ -132,8 +143,24 @@ def test_dropped_counter_is_not_capped(registry: metrics.MetricsRegistry) -> Non
     registry.jwt_failures.inc("expired")
     registry.store_errors.inc("redis", "timeout")
     values = sample_values(registry)
-    assert values[("wsgishield_metrics_series_dropped_total", (("metric", "wsgishield_jwt_failures"),))] == 1.0
-    assert values[("wsgishield_metrics_series_dropped_total", (("metric", "wsgishield_store_errors"),))] == 1.0
+    assert (
+        values[
+            (
+                "wsgishield_metrics_series_dropped_total",
+                (("metric", "wsgishield_jwt_failures"),),
+            )
+        ]
+        == 1.0
+    )
+    assert (
+        values[
+            (
+                "wsgishield_metrics_series_dropped_total",
+                (("metric", "wsgishield_store_errors"),),
+            )
+        ]
+        == 1.0
+    )
 
 
 def test_exposition_without_multiprocess(registry: metrics.MetricsRegistry) -> None:
@@ -179,8 +206,13 @@ def test_file_grows_past_initial_size(multiproc_dir: Path) -> None:
         registry.jwt_failures.inc(f"reason-{number:05d}")
     registry.jwt_failures.inc("reason-00000")
     values = collected(multiproc_dir)
-    assert len([key for key in values if key[0] == "wsgishield_jwt_failures_total"]) == 3000
-    assert values[("wsgishield_jwt_failures_total", (("reason", "reason-00000"),))] == 2.0
+    assert (
+        len([key for key in values if key[0] == "wsgishield_jwt_failures_total"])
+        == 3000
+    )
+    assert (
+        values[("wsgishield_jwt_failures_total", (("reason", "reason-00000"),))] == 2.0
+    )
 
 
 def test_existing_file_of_same_pid_is_continued(multiproc_dir: Path) -> None:
@@ -189,7 +221,12 @@ def test_existing_file_of_same_pid_is_continued(multiproc_dir: Path) -> None:
     first.store.close()
     second = metrics.MetricsRegistry(file_tag="same")
     second.jwt_failures.inc("expired")
-    assert collected(multiproc_dir)[("wsgishield_jwt_failures_total", (("reason", "expired"),))] == 3.0
+    assert (
+        collected(multiproc_dir)[
+            ("wsgishield_jwt_failures_total", (("reason", "expired"),))
+        ]
+        == 3.0
+    )
 
 
 def test_values_of_child_process_are_its_own(multiproc_dir: Path) -> None:
@@ -207,7 +244,10 @@ def test_values_of_child_process_are_its_own(multiproc_dir: Path) -> None:
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     child = result.stdout.strip()
@@ -219,7 +259,9 @@ def test_values_of_child_process_are_its_own(multiproc_dir: Path) -> None:
     assert total[("wsgishield_jwks_fetches_total", (("result", "error"),))] == 1.0
 
 
-def test_prepare_directory_removes_old_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prepare_directory_removes_old_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     directory = tmp_path / "fresh"
     monkeypatch.setenv(metrics.MULTIPROC_ENV, str(directory))
     assert metrics.prepare_multiprocess_directory() == directory
@@ -246,19 +288,22 @@ def write_process_files(directory: Path, pid: int, amount: float) -> None:
         from prometheus_client import values
         from prometheus_client import Counter, Gauge, Histogram, CollectorRegistry
         values.ValueClass = values.MultiProcessValue(lambda: {pid})
-        registry = CollectorRegistry()
-        Counter("app_jobs", "Jobs.", ["kind"], registry=registry).labels("a").inc({amount})
-        Histogram("app_seconds", "Time.", buckets=(1.0,), registry=registry).observe({amount})
-        Gauge("app_live", "Live.", multiprocess_mode="livesum", registry=registry).inc(1)
-        Gauge("app_peak", "Peak.", multiprocess_mode="max", registry=registry).set({amount})
-        Gauge("app_each", "Each.", multiprocess_mode="all", registry=registry).set({amount})
-        Gauge("app_total", "Total.", multiprocess_mode="sum", registry=registry).set({amount})
-        Gauge("app_low", "Low.", multiprocess_mode="min", registry=registry).set({amount})
-        Gauge("app_last", "Last.", multiprocess_mode="mostrecent", registry=registry).set({amount})
+        r = CollectorRegistry()
+        Counter("app_jobs", "Jobs.", ["kind"], registry=r).labels("a").inc({amount})
+        Histogram("app_seconds", "Time.", buckets=(1.0,), registry=r).observe({amount})
+        def gauge(name, mode):
+            return Gauge(name, name, multiprocess_mode=mode, registry=r)
+        gauge("app_live", "livesum").inc(1)
+        gauge("app_peak", "max").set({amount})
+        gauge("app_each", "all").set({amount})
+        gauge("app_total", "sum").set({amount})
+        gauge("app_low", "min").set({amount})
+        gauge("app_last", "mostrecent").set({amount})
         """
     )
     subprocess.run(
-        [sys.executable, "-c", script], check=True,
+        [sys.executable, "-c", script],
+        check=True,
         env={**os.environ, metrics.MULTIPROC_ENV: str(directory)},
     )
 
@@ -273,7 +318,14 @@ def test_archive_merges_dead_processes(multiproc_dir: Path) -> None:
     assert metrics.archive_dead_process(102) == 8
     after = collected(multiproc_dir)
 
-    for name in ["app_jobs_total", "app_seconds_count", "app_seconds_sum", "app_total", "app_peak", "app_low"]:
+    for name in [
+        "app_jobs_total",
+        "app_seconds_count",
+        "app_seconds_sum",
+        "app_total",
+        "app_peak",
+        "app_low",
+    ]:
         matching = [key for key in before if key[0] == name]
         assert matching, name
         for key in matching:
@@ -316,7 +368,10 @@ def test_archive_includes_wsgishield_files(multiproc_dir: Path) -> None:
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     pid = int(result.stdout)
@@ -346,5 +401,7 @@ def test_archive_matches_prometheus_client_histograms(multiproc_dir: Path) -> No
     metrics.archive_dead_process(501)
     metrics.archive_dead_process(502)
     after = collected(multiproc_dir)
-    histogram = {key: value for key, value in before.items() if key[0].startswith("app_seconds")}
+    histogram = {
+        key: value for key, value in before.items() if key[0].startswith("app_seconds")
+    }
     assert histogram == {key: after[key] for key in histogram}

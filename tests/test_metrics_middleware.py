@@ -32,7 +32,9 @@ DECISIONS = [
 ]
 
 
-def ok_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+def ok_app(
+    environ: dict[str, Any], start_response: Callable[..., Any]
+) -> Iterable[bytes]:
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
 
@@ -42,21 +44,32 @@ def deciding_app(
 ) -> Callable[..., Iterable[bytes]]:
     problem = Problem(status, action, action.title())
 
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def app(
+        environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         context.record_decision(environ, layer, action, reason, rule_id)
         return problem(environ, start_response)
 
     return app
 
 
-def shield(app: Callable[..., Iterable[bytes]], registry: metrics.MetricsRegistry, **options: Any) -> Shield:
-    """A shield with client, route and metrics layers around ``app``, using ``registry``."""
-    policy = load_policy({"routes": ROUTES, "metrics": {"allow": ["loopback"], **options}})
+def shield(
+    app: Callable[..., Iterable[bytes]],
+    registry: metrics.MetricsRegistry,
+    **options: Any,
+) -> Shield:
+    """A shield with client, route and metrics layers around ``app`` on ``registry``."""
+    policy = load_policy(
+        {"routes": ROUTES, "metrics": {"allow": ["loopback"], **options}}
+    )
     built = Shield(app, policy)
     # Swap the metrics layer for one on the private registry.
     route_layer = built.layers[1]
     route_layer.app = MetricsMiddleware(
-        app, allow=policy.metrics.allow, registry=registry, **options  # type: ignore[union-attr]
+        app,
+        allow=policy.metrics.allow,
+        registry=registry,
+        **options,  # type: ignore[union-attr]
     )
     return built
 
@@ -89,10 +102,24 @@ def test_policy_with_metrics_adds_layer() -> None:
     [
         pytest.param({"allow": ["10.0.0.1/8"]}, "metrics.allow", id="host-bits-set"),
         pytest.param({"allow": ["nonsense"]}, "metrics.allow", id="not-a-network"),
-        pytest.param({"allow": ["loopback"], "path": "metrics"}, "metrics.path", id="relative-path"),
-        pytest.param({"allow": ["loopback"], "access_log_sample": 2.0}, "metrics.access_log_sample", id="sample-above-one"),
-        pytest.param({"allow": ["loopback"], "max_series": 10}, "metrics.max_series", id="cap-too-small"),
-        pytest.param({"allow": ["loopback"], "colour": "red"}, "metrics.colour", id="unknown-key"),
+        pytest.param(
+            {"allow": ["loopback"], "path": "metrics"},
+            "metrics.path",
+            id="relative-path",
+        ),
+        pytest.param(
+            {"allow": ["loopback"], "access_log_sample": 2.0},
+            "metrics.access_log_sample",
+            id="sample-above-one",
+        ),
+        pytest.param(
+            {"allow": ["loopback"], "max_series": 10},
+            "metrics.max_series",
+            id="cap-too-small",
+        ),
+        pytest.param(
+            {"allow": ["loopback"], "colour": "red"}, "metrics.colour", id="unknown-key"
+        ),
     ],
 )
 def test_bad_policy_names_key(options: dict[str, Any], key: str) -> None:
@@ -120,7 +147,12 @@ def test_allowed_request_counts_one_series(registry: metrics.MetricsRegistry) ->
     assert requests == {
         (
             "wsgishield_http_requests_total",
-            (("decision", "allowed"), ("method", "GET"), ("route", "items"), ("status_class", "2xx")),
+            (
+                ("decision", "allowed"),
+                ("method", "GET"),
+                ("route", "items"),
+                ("status_class", "2xx"),
+            ),
         )
     }
     assert not any(key[0] == "wsgishield_decisions_total" for key in changed)
@@ -144,27 +176,47 @@ def test_decision_increments_exactly_its_series(
     call(app, "/items/7", method="POST")
     after = sample_values(registry)
 
-    changed = {key: after[key] - before.get(key, 0.0) for key in after if after[key] != before.get(key, 0.0)}
+    changed = {
+        key: after[key] - before.get(key, 0.0)
+        for key in after
+        if after[key] != before.get(key, 0.0)
+    }
     status_class = f"{str(status)[0]}xx"
     request_key = (
         "wsgishield_http_requests_total",
-        (("decision", action), ("method", "POST"), ("route", "items"), ("status_class", status_class)),
+        (
+            ("decision", action),
+            ("method", "POST"),
+            ("route", "items"),
+            ("status_class", status_class),
+        ),
     )
     decision_key = (
         "wsgishield_decisions_total",
         (("action", action), ("layer", layer), ("reason", reason), ("rule", rule_id)),
     )
-    counters = {key: delta for key, delta in changed.items() if key[0].endswith("_total")}
+    counters = {
+        key: delta for key, delta in changed.items() if key[0].endswith("_total")
+    }
     assert counters == {request_key: 1.0, decision_key: 1.0}
 
 
-def test_histogram_counts_decision_and_status(registry: metrics.MetricsRegistry) -> None:
-    app = shield(deciding_app("ratelimit", "rate-limited", "per-client", "r1", 429), registry)
+def test_histogram_counts_decision_and_status(
+    registry: metrics.MetricsRegistry,
+) -> None:
+    app = shield(
+        deciding_app("ratelimit", "rate-limited", "per-client", "r1", 429), registry
+    )
     call(app, "/login", method="POST")
     values = sample_values(registry)
     key = (
         "wsgishield_http_request_duration_seconds_count",
-        (("decision", "rate-limited"), ("method", "POST"), ("route", "login"), ("status_class", "4xx")),
+        (
+            ("decision", "rate-limited"),
+            ("method", "POST"),
+            ("route", "login"),
+            ("status_class", "4xx"),
+        ),
     )
     assert values[key] == 1.0
 
@@ -172,7 +224,9 @@ def test_histogram_counts_decision_and_status(registry: metrics.MetricsRegistry)
 def test_in_flight_returns_to_zero(registry: metrics.MetricsRegistry) -> None:
     seen: list[float] = []
 
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def app(
+        environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         seen.append(registry.value(registry.http_in_flight))
         return ok_app(environ, start_response)
 
@@ -182,7 +236,9 @@ def test_in_flight_returns_to_zero(registry: metrics.MetricsRegistry) -> None:
     assert registry.value(registry.http_in_flight) == 0.0
 
 
-def test_random_paths_and_methods_add_no_series(registry: metrics.MetricsRegistry) -> None:
+def test_random_paths_and_methods_add_no_series(
+    registry: metrics.MetricsRegistry,
+) -> None:
     app = shield(ok_app, registry)
     generator = random.Random(8)
     # Warm every bounded label value once, so that only unbounded input
@@ -195,7 +251,9 @@ def test_random_paths_and_methods_add_no_series(registry: metrics.MetricsRegistr
     alphabet = string.ascii_letters + string.digits + "/-._~%"
     for _ in range(10_000):
         path = "/" + "".join(generator.choices(alphabet, k=generator.randint(1, 40)))
-        method = "".join(generator.choices(string.ascii_uppercase, k=generator.randint(1, 12)))
+        method = "".join(
+            generator.choices(string.ascii_uppercase, k=generator.randint(1, 12))
+        )
         call(app, path, method=method)
 
     assert registry.series_count == count_before
@@ -203,7 +261,12 @@ def test_random_paths_and_methods_add_no_series(registry: metrics.MetricsRegistr
     totals = sample_values(registry)
     unmatched = (
         "wsgishield_http_requests_total",
-        (("decision", "allowed"), ("method", "other"), ("route", "(unmatched)"), ("status_class", "2xx")),
+        (
+            ("decision", "allowed"),
+            ("method", "other"),
+            ("route", "(unmatched)"),
+            ("status_class", "2xx"),
+        ),
     )
     assert totals[unmatched] >= 10_000 - 50
 
@@ -215,7 +278,10 @@ def test_series_cap_drops_and_counts(registry: metrics.MetricsRegistry) -> None:
     values = sample_values(registry)
     kept = [key for key in values if key[0] == "wsgishield_jwt_failures_total"]
     assert len(kept) == 3
-    dropped = ("wsgishield_metrics_series_dropped_total", (("metric", "wsgishield_jwt_failures"),))
+    dropped = (
+        "wsgishield_metrics_series_dropped_total",
+        (("metric", "wsgishield_jwt_failures"),),
+    )
     assert values[dropped] == 7.0
 
 
@@ -229,7 +295,9 @@ def test_series_cap_keeps_requests_flowing(registry: metrics.MetricsRegistry) ->
 
 
 def test_app_exception_counts_500(registry: metrics.MetricsRegistry) -> None:
-    def broken(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def broken(
+        environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         raise RuntimeError("boom")
 
     app = shield(broken, registry)
@@ -237,14 +305,21 @@ def test_app_exception_counts_500(registry: metrics.MetricsRegistry) -> None:
         call(app, "/items/1")
     key = (
         "wsgishield_http_requests_total",
-        (("decision", "allowed"), ("method", "GET"), ("route", "items"), ("status_class", "5xx")),
+        (
+            ("decision", "allowed"),
+            ("method", "GET"),
+            ("route", "items"),
+            ("status_class", "5xx"),
+        ),
     )
     assert sample_values(registry)[key] == 1.0
     assert registry.value(registry.http_in_flight) == 0.0
 
 
 def test_lazy_start_response_counts_on_close(registry: metrics.MetricsRegistry) -> None:
-    def streaming(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+    def streaming(
+        environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterator[bytes]:
         start_response("201 Created", [("Content-Type", "text/plain")])
         yield b"a"
         yield b"b"
@@ -255,17 +330,27 @@ def test_lazy_start_response_counts_on_close(registry: metrics.MetricsRegistry) 
     assert body == b"ab"
     key = (
         "wsgishield_http_requests_total",
-        (("decision", "allowed"), ("method", "POST"), ("route", "items"), ("status_class", "2xx")),
+        (
+            ("decision", "allowed"),
+            ("method", "POST"),
+            ("route", "items"),
+            ("status_class", "2xx"),
+        ),
     )
     assert sample_values(registry)[key] == 1.0
 
 
 def test_client_address_fallback_counted(registry: metrics.MetricsRegistry) -> None:
     policy = load_policy(
-        {"client": {"trusted_proxies": ["loopback"]}, "metrics": {"allow": ["loopback"]}}
+        {
+            "client": {"trusted_proxies": ["loopback"]},
+            "metrics": {"allow": ["loopback"]},
+        }
     )
     built = Shield(ok_app, policy)
-    built.layers[0].app = MetricsMiddleware(ok_app, allow=["loopback"], registry=registry)
+    built.layers[0].app = MetricsMiddleware(
+        ok_app, allow=["loopback"], registry=registry
+    )
     call(built, "/x")
     key = ("wsgishield_client_address_fallbacks_total", (("reason", "missing"),))
     assert sample_values(registry)[key] == 1.0
@@ -281,7 +366,11 @@ def test_scrape_from_loopback_succeeds(registry: metrics.MetricsRegistry) -> Non
     assert status == "200 OK"
     assert headers["Content-Type"].startswith("text/plain")
     assert headers["Cache-Control"] == "no-store"
-    assert b'wsgishield_http_requests_total{decision="allowed",method="GET",route="items",status_class="2xx"} 1.0' in body
+    expected = (
+        b'wsgishield_http_requests_total{decision="allowed",method="GET",'
+        b'route="items",status_class="2xx"} 1.0'
+    )
+    assert expected in body
 
 
 def test_scrape_is_never_counted(registry: metrics.MetricsRegistry) -> None:
@@ -292,7 +381,9 @@ def test_scrape_is_never_counted(registry: metrics.MetricsRegistry) -> None:
     call(app, "/metrics", remote_addr="203.0.113.9")
     after = sample_values(registry)
     requests = {k: v for k, v in after.items() if k[0].startswith("wsgishield_http_")}
-    assert requests == {k: v for k, v in before.items() if k[0].startswith("wsgishield_http_")}
+    assert requests == {
+        k: v for k, v in before.items() if k[0].startswith("wsgishield_http_")
+    }
 
 
 @pytest.mark.parametrize(
@@ -301,7 +392,9 @@ def test_scrape_is_never_counted(registry: metrics.MetricsRegistry) -> None:
     ids=["public-v4", "private-v4", "mapped-v6", "public-v6"],
 )
 def test_scrape_from_other_network_gets_404(
-    registry: metrics.MetricsRegistry, remote_addr: str, caplog: pytest.LogCaptureFixture
+    registry: metrics.MetricsRegistry,
+    remote_addr: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     app = shield(ok_app, registry)
     with caplog.at_level(logging.WARNING, logger="wsgishield.events"):
@@ -319,16 +412,23 @@ def test_unix_socket_peer_counts_as_loopback(registry: metrics.MetricsRegistry) 
     assert status == "200 OK"
 
 
-def test_garbage_peer_without_client_layer_gets_404(registry: metrics.MetricsRegistry) -> None:
+def test_garbage_peer_without_client_layer_gets_404(
+    registry: metrics.MetricsRegistry,
+) -> None:
     layer = MetricsMiddleware(ok_app, allow=["loopback"], registry=registry)
     status, _, _ = call(layer, "/metrics", remote_addr="garbage")
     assert status == "404 Not Found"
 
 
-def test_spoofed_forwarded_header_cannot_scrape(registry: metrics.MetricsRegistry) -> None:
+def test_spoofed_forwarded_header_cannot_scrape(
+    registry: metrics.MetricsRegistry,
+) -> None:
     app = shield(ok_app, registry)
     status, _, _ = call(
-        app, "/metrics", remote_addr="203.0.113.9", headers={"HTTP_X_FORWARDED_FOR": "127.0.0.1"}
+        app,
+        "/metrics",
+        remote_addr="203.0.113.9",
+        headers={"HTTP_X_FORWARDED_FOR": "127.0.0.1"},
     )
     assert status == "404 Not Found"
 
@@ -352,14 +452,18 @@ def test_scrape_openmetrics_negotiated(registry: metrics.MetricsRegistry) -> Non
     app = shield(ok_app, registry)
     call(app, "/items/1")
     _, headers, body = call(
-        app, "/metrics", headers={"HTTP_ACCEPT": "application/openmetrics-text; version=1.0.0"}
+        app,
+        "/metrics",
+        headers={"HTTP_ACCEPT": "application/openmetrics-text; version=1.0.0"},
     )
     assert headers["Content-Type"].startswith("application/openmetrics-text")
     assert body.endswith(b"# EOF\n")
 
 
 def test_scrape_failure_is_503(
-    registry: metrics.MetricsRegistry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    registry: metrics.MetricsRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     def fail(*args: Any, **kwargs: Any) -> tuple[bytes, str]:
         raise ValueError("corrupt metrics file entry at offset 8")
@@ -386,7 +490,9 @@ def test_access_log_sample_emits_records(
     app = shield(ok_app, registry, access_log_sample=1.0)
     with caplog.at_level(logging.INFO, logger="wsgishield.events.http"):
         call(app, "/items/5", remote_addr="127.0.0.3")
-    records = [record for record in caplog.records if record.name == "wsgishield.events.http"]
+    records = [
+        record for record in caplog.records if record.name == "wsgishield.events.http"
+    ]
     assert len(records) == 1
     event = records[0].event  # type: ignore[attr-defined]
     assert event["event.action"] == "allowed"

@@ -82,7 +82,9 @@ REDACTED = "[redacted]"
 
 
 def _load_ecs_fields() -> dict[str, str]:
-    text = (resources.files("wsgishield") / "data" / "ecs-fields.txt").read_text("utf-8")
+    text = (resources.files("wsgishield") / "data" / "ecs-fields.txt").read_text(
+        "utf-8"
+    )
     fields = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -124,7 +126,9 @@ def fingerprint(secret: str | bytes) -> str:
     The first 16 hex digits (64 bits) of its SHA-256: enough to tell tokens
     apart in an investigation, useless to recover or replay the token.
     """
-    data = secret.encode("utf-8", "surrogateescape") if isinstance(secret, str) else secret
+    data = (
+        secret.encode("utf-8", "surrogateescape") if isinstance(secret, str) else secret
+    )
     return hashlib.sha256(data).hexdigest()[:16]
 
 
@@ -136,7 +140,11 @@ def redact_query(query: str, sensitive: Iterable[str] | None = None) -> str:
     """
     if not query:
         return ""
-    words = tuple(word.lower() for word in sensitive) if sensitive is not None else SENSITIVE_NAMES
+    words = (
+        tuple(word.lower() for word in sensitive)
+        if sensitive is not None
+        else SENSITIVE_NAMES
+    )
     pairs = []
     for name, value in parse_qsl(query[: MAX_LOGGED_TEXT * 4], keep_blank_values=True):
         lowered = name.lower()
@@ -190,7 +198,9 @@ class EventLimiter:
     """A per-key budget of records per second, bounded in memory."""
 
     def __init__(
-        self, per_second: int = DEFAULT_EVENTS_PER_SECOND, max_keys: int = MAX_LIMITER_KEYS
+        self,
+        per_second: int = DEFAULT_EVENTS_PER_SECOND,
+        max_keys: int = MAX_LIMITER_KEYS,
     ) -> None:
         self.per_second = per_second
         self.max_keys = max_keys

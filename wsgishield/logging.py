@@ -48,7 +48,9 @@ class EcsJsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         timestamp = datetime.fromtimestamp(record.created, UTC)
         document: dict[str, Any] = {
-            "@timestamp": timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "@timestamp": timestamp.isoformat(timespec="milliseconds").replace(
+                "+00:00", "Z"
+            ),
             "log.level": record.levelname.lower(),
             "log.logger": record.name,
             "message": record.getMessage(),
@@ -68,7 +70,9 @@ class EcsJsonFormatter(logging.Formatter):
             return _fallback_encoder.encode(document).decode("utf-8")
 
 
-def json_handler(stream: IO[str] | None = None, level: int = logging.NOTSET) -> logging.Handler:
+def json_handler(
+    stream: IO[str] | None = None, level: int = logging.NOTSET
+) -> logging.Handler:
     """Return a stream handler (stderr by default) with :class:`EcsJsonFormatter`."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setLevel(level)

@@ -85,7 +85,19 @@ DEFAULT_MAX_SERIES = 5000
 #: Request latency buckets in seconds: 1 ms to 10 s, denser around the
 #: 25-500 ms range where API latency objectives usually sit.
 DEFAULT_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 # RFC 9110 section 9 methods plus PATCH (RFC 5789). Anything else a client
@@ -159,13 +171,14 @@ class _MappedFile:
                 size = _INITIAL_FILE_SIZE
             self.map = mmap.mmap(handle.fileno(), size)
         self.capacity = size
-        self.used = _INT.unpack_from(self.map, 0)[0]
+        self.used: int = _INT.unpack_from(self.map, 0)[0]
         if self.used == 0:
             self.used = 8
             self.map[0:4] = _INT.pack(self.used)
         # A file left by an earlier process with the same pid is continued.
         self.existing = {
-            key: (value, pos) for key, value, _, pos in _read_entries(self.map, self.used)
+            key: (value, pos)
+            for key, value, _, pos in _read_entries(self.map, self.used)
         }
 
     def append(self, key: str, value: float) -> int:
@@ -234,7 +247,9 @@ class _ProcessStore:
         self.directory = os.environ.get(MULTIPROC_ENV) or None
         self.files: dict[str, _MappedFile] = {}
         # Per slot: (file, offset of the value) once written in this process.
-        self.positions: list[tuple[_MappedFile, int] | None] = [None] * len(registry.slots)
+        self.positions: list[tuple[_MappedFile, int] | None] = [None] * len(
+            registry.slots
+        )
 
     def grow(self, count: int) -> None:
         missing = count - len(self.values)
@@ -333,7 +348,9 @@ class _ProcessStore:
         if mapped is None:
             assert self.directory is not None
             name = f"{prefix}_{self.pid}-{self.registry.file_tag}.db"
-            mapped = self.files[prefix] = _MappedFile(os.path.join(self.directory, name))
+            mapped = self.files[prefix] = _MappedFile(
+                os.path.join(self.directory, name)
+            )
         found = mapped.existing.pop(key, None)
         if found is None:
             return mapped, mapped.append(key, self.values[slot])
@@ -362,7 +379,7 @@ def _format_bound(bound: float) -> str:
     text = repr(float(bound))
     dot = text.find(".")
     if bound > 0 and dot > 6:
-        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1:]}".rstrip("0.")
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
         return f"{mantissa}e+0{dot - 1}"
     return text
 
@@ -393,7 +410,7 @@ class Family:
         self.kind = kind
         self.labelnames = tuple(labelnames)
         self.multiprocess_mode = multiprocess_mode
-        self.bounds = tuple(sorted(float(bound) for bound in buckets)) + (math.inf,)
+        self.bounds = (*sorted(float(bound) for bound in buckets), math.inf)
         vocabularies = vocabularies or {}
         self._vocabularies = tuple(
             frozenset(vocabularies[label]) if label in vocabularies else None
@@ -419,7 +436,7 @@ class Family:
             if vocabulary is None:
                 cleaned.append(bounded_label(value))
             else:
-                cleaned.append(value if value in vocabulary else OTHER)  # type: ignore[arg-type]
+                cleaned.append(str(value) if value in vocabulary else OTHER)
         return tuple(cleaned)
 
     def slot(self, *values: object) -> int | None:
@@ -429,7 +446,9 @@ class Family:
         except KeyError:
             pass
         if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values!r}")
+            raise ValueError(
+                f"{self.name} takes labels {self.labelnames}, got {values!r}"
+            )
         cleaned = self.clean(values)
         slot = self._series.get(cleaned)
         if slot is None:
@@ -472,7 +491,8 @@ class Family:
         if self.kind != "histogram":
             return [key(self.sample_name)]
         return [key(self.name + "_sum")] + [
-            key(self.name + "_bucket", {"le": _format_bound(bound)}) for bound in self.bounds
+            key(self.name + "_bucket", {"le": _format_bound(bound)})
+            for bound in self.bounds
         ]
 
     def series(self) -> dict[tuple[str, ...], int]:
@@ -502,7 +522,9 @@ class MetricsRegistry:
     events: Family
     events_suppressed: Family
 
-    def __init__(self, max_series: int = DEFAULT_MAX_SERIES, *, file_tag: str | None = None) -> None:
+    def __init__(
+        self, max_series: int = DEFAULT_MAX_SERIES, *, file_tag: str | None = None
+    ) -> None:
         _registries.add(self)
         self.max_series = max_series
         self.file_tag = file_tag or f"wsgishield{next(_registry_numbers)}"
@@ -537,18 +559,40 @@ class MetricsRegistry:
         self._lock = threading.Lock()
         self._store = None
 
-    def counter(self, name: str, documentation: str, labelnames: Sequence[str], **options: Any) -> Family:
-        return self._register(Family(self, name, documentation, "counter", labelnames, **options))
-
-    def gauge(
-        self, name: str, documentation: str, labelnames: Sequence[str], *, multiprocess_mode: str, **options: Any
+    def counter(
+        self, name: str, documentation: str, labelnames: Sequence[str], **options: Any
     ) -> Family:
         return self._register(
-            Family(self, name, documentation, "gauge", labelnames, multiprocess_mode=multiprocess_mode, **options)
+            Family(self, name, documentation, "counter", labelnames, **options)
         )
 
-    def histogram(self, name: str, documentation: str, labelnames: Sequence[str], **options: Any) -> Family:
-        return self._register(Family(self, name, documentation, "histogram", labelnames, **options))
+    def gauge(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        *,
+        multiprocess_mode: str,
+        **options: Any,
+    ) -> Family:
+        return self._register(
+            Family(
+                self,
+                name,
+                documentation,
+                "gauge",
+                labelnames,
+                multiprocess_mode=multiprocess_mode,
+                **options,
+            )
+        )
+
+    def histogram(
+        self, name: str, documentation: str, labelnames: Sequence[str], **options: Any
+    ) -> Family:
+        return self._register(
+            Family(self, name, documentation, "histogram", labelnames, **options)
+        )
 
     def _register(self, family: Family) -> Family:
         if family.name in self.families:
@@ -609,7 +653,9 @@ class MetricsRegistry:
                 for index, bound in enumerate(family.bounds):
                     cumulative += values[slot + 1 + index]
                     metric.add_sample(
-                        family.name + "_bucket", {**labels, "le": _format_bound(bound)}, cumulative
+                        family.name + "_bucket",
+                        {**labels, "le": _format_bound(bound)},
+                        cumulative,
                     )
                 metric.add_sample(family.name + "_count", labels, cumulative)
                 metric.add_sample(family.name + "_sum", labels, values[slot])
@@ -646,7 +692,9 @@ def _archive_lock(directory: Path, exclusive: bool) -> Iterator[None]:
             fcntl.lockf(handle.fileno(), fcntl.LOCK_UN)
 
 
-def prepare_multiprocess_directory(directory: str | os.PathLike[str] | None = None) -> Path:
+def prepare_multiprocess_directory(
+    directory: str | os.PathLike[str] | None = None,
+) -> Path:
     """Create the multiprocess directory and delete every metrics file in it.
 
     Call it once before the first worker starts (Gunicorn ``on_starting``):
@@ -673,19 +721,27 @@ def _file_prefix(path: Path) -> str:
 
 # How the archive combines a key's values for each kind of file. Counters,
 # histograms and summaries add up; gauges keep their multiprocess mode.
-def _combine_max(old: tuple[float, float], new: tuple[float, float]) -> tuple[float, float]:
+def _combine_max(
+    old: tuple[float, float], new: tuple[float, float]
+) -> tuple[float, float]:
     return new if new[0] > old[0] else old
 
 
-def _combine_min(old: tuple[float, float], new: tuple[float, float]) -> tuple[float, float]:
+def _combine_min(
+    old: tuple[float, float], new: tuple[float, float]
+) -> tuple[float, float]:
     return new if new[0] < old[0] else old
 
 
-def _combine_sum(old: tuple[float, float], new: tuple[float, float]) -> tuple[float, float]:
+def _combine_sum(
+    old: tuple[float, float], new: tuple[float, float]
+) -> tuple[float, float]:
     return old[0] + new[0], 0.0
 
 
-def _combine_recent(old: tuple[float, float], new: tuple[float, float]) -> tuple[float, float]:
+def _combine_recent(
+    old: tuple[float, float], new: tuple[float, float]
+) -> tuple[float, float]:
     return new if new[1] > old[1] else old
 
 
@@ -700,7 +756,9 @@ _ARCHIVED_PREFIXES = {
 }
 
 
-def archive_dead_process(pid: int, directory: str | os.PathLike[str] | None = None) -> int:
+def archive_dead_process(
+    pid: int, directory: str | os.PathLike[str] | None = None
+) -> int:
     """Merge the files of an exited process into the archive; return files removed.
 
     Values that outlive their process (counters, histograms, summaries and
@@ -732,7 +790,9 @@ def archive_dead_process(pid: int, directory: str | os.PathLike[str] | None = No
             for source in sources:
                 for key, value, stamp in read_multiprocess_file(source):
                     old = merged.get(key)
-                    merged[key] = (value, stamp) if old is None else combine(old, (value, stamp))
+                    merged[key] = (
+                        (value, stamp) if old is None else combine(old, (value, stamp))
+                    )
             _write_archive(archive, merged)
 
         for file in dead:
@@ -780,7 +840,9 @@ def exposition(
     from prometheus_client.exposition import choose_encoder
 
     encoder, content_type = choose_encoder(accept or "")
-    return encoder(scrape_registry(registry, include_default=include_default)), content_type
+    return encoder(
+        scrape_registry(registry, include_default=include_default)
+    ), content_type
 
 
 def scrape_registry(
@@ -822,7 +884,7 @@ class _RegistryCollector:
         self.registry = registry
 
     def collect(self) -> Iterator[Any]:
-        return self.registry.collect()
+        return iter(self.registry.collect())
 
 
 class _LockedMultiProcessCollector:
@@ -836,7 +898,8 @@ class _LockedMultiProcessCollector:
 
         with _archive_lock(self.directory, exclusive=False):
             files = [str(path) for path in self.directory.glob("*.db")]
-            metrics = list(MultiProcessCollector.merge(files, accumulate=True))
+            merged = MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+            metrics = list(merged)
         return iter(metrics)
 
 
@@ -955,7 +1018,6 @@ JWKS_FETCHES = REGISTRY.jwks_fetches
 CLIENT_ADDRESS_FALLBACKS = REGISTRY.client_address_fallbacks
 EVENTS = REGISTRY.events
 EVENTS_SUPPRESSED = REGISTRY.events_suppressed
-
 
 
 def _reset_after_fork() -> None:

@@ -80,13 +80,17 @@ class MetricsMiddleware:
     ) -> None:
         allow = list(allow)
         if not path.startswith("/"):
-            raise ConfigurationError("metrics.path", path, "expected a path starting with '/'")
+            raise ConfigurationError(
+                "metrics.path", path, "expected a path starting with '/'"
+            )
         if not 0.0 <= access_log_sample <= 1.0:
             raise ConfigurationError(
                 "metrics.access_log_sample", access_log_sample, "expected 0 to 1"
             )
         if max_series < 1:
-            raise ConfigurationError("metrics.max_series", max_series, "expected at least 1")
+            raise ConfigurationError(
+                "metrics.max_series", max_series, "expected at least 1"
+            )
         try:
             self.allow = NetworkSet(expand_presets(allow))
         except ValueError as exc:
@@ -204,7 +208,10 @@ class MetricsMiddleware:
 
         if decision is not None:
             self._decisions.inc(
-                decision.layer, decision.action, decision.reason, decision.rule_id or "none"
+                decision.layer,
+                decision.action,
+                decision.reason,
+                decision.rule_id or "none",
             )
         client = environ.get(context.CLIENT)
         if client is not None and client.reason is not None:
@@ -221,7 +228,9 @@ class MetricsMiddleware:
         self._slots[key] = slots
         return slots
 
-    def _log_access(self, environ: WSGIEnvironment, status: str, duration: float) -> None:
+    def _log_access(
+        self, environ: WSGIEnvironment, status: str, duration: float
+    ) -> None:
         code = int(status[:3]) if status[:3].isdigit() else None
         decision = environ.get(context.DECISION)
         fields = events.request_fields(
