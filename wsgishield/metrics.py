@@ -400,7 +400,7 @@ class Family:
         self.registry.store.observe(slot, self.bounds, value)
 
     def keys(self, labelvalues: tuple[str, ...]) -> list[str]:
-        """Build the prometheus-client multiprocess keys of a label set, in slot order."""
+        """Build the multiprocess file keys of a label set, in slot order."""
         labels = dict(zip(self.labelnames, labelvalues, strict=True))
 
         def key(sample: str, extra: dict[str, str] | None = None) -> str:
