@@ -42,7 +42,7 @@ _INITIAL_FILE_SIZE = 1 << 16
 _INT = struct.Struct("i")
 _TWO_DOUBLES = struct.Struct("dd")
 _pack_value = _TWO_DOUBLES.pack
-# The archive of a type stands in for a pid: "counter_archive.db".
+# An archive takes the place of the pid in its file name: "counter_archive.db".
 _ARCHIVE_PID = "archive"
 _LOCK_FILE = "wsgishield-archive.lock"
 

@@ -1,7 +1,7 @@
 """Metrics middleware: count every request and serve the Prometheus scrape.
 
 It sits inside the client-address and route layers and outside every layer
-that can answer a request itself, so it sees the route rule, the decision a
+that can respond to a request itself, so it sees the route rule, the decision a
 layer recorded under ``wsgishield.decision`` and the final status. Per
 request it records:
 
@@ -64,7 +64,7 @@ _MISSING: Any = object()
 
 
 class MetricsMiddleware:
-    """Record request metrics and answer scrapes from allowed networks."""
+    """Record request metrics and serve scrapes to allowed networks."""
 
     def __init__(
         self,
@@ -264,7 +264,7 @@ class MetricsMiddleware:
             )
         except Exception:
             # A corrupt or vanished multiprocess file must not turn into a
-            # 500 or crash the worker; the scrape fails and says so.
+            # 500 or crash the worker; the scrape gets a 503 problem instead.
             logger.exception("collecting metrics failed")
             return self._unavailable(environ, start_response)
         logger.debug("served a scrape in %d ns", perf_counter_ns() - started)

@@ -1,0 +1,127 @@
+"""Multiprocess metrics under real Gunicorn with workers recycled many times.
+
+Four workers with ``max_requests`` of 40 serve a bounded loopback load from
+this test, so each worker is replaced dozens of times. The test checks what
+prometheus-client's plain multiprocess mode gets wrong: the metrics
+directory stays small, scrapes take no longer after the recycles than
+before, and the summed request counters equal the requests sent.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import statistics
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import GunicornServer, free_port
+
+pytestmark = [pytest.mark.gunicorn, pytest.mark.slow]
+
+WORKERS = 4
+MAX_REQUESTS = 40
+REQUESTS = 2400
+CLIENT_THREADS = 8
+# One file per type per live worker (counter, histogram, in-flight gauge)
+# plus one archive per type that outlives a worker.
+MAX_FILES = WORKERS * 3 + 3
+
+_SAMPLE = re.compile(
+    r"^wsgishield_http_requests_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M
+)
+
+
+def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def requests_counted(body: bytes) -> float:
+    return sum(float(match["value"]) for match in _SAMPLE.finditer(body.decode()))
+
+
+def timed_scrape(port: int) -> tuple[float, bytes]:
+    started = time.perf_counter()
+    status, body = get(port, "/metrics")
+    elapsed = time.perf_counter() - started
+    assert status == 200
+    return elapsed, body
+
+
+def send(port: int, count: int) -> int:
+    """Send ``count`` requests from a few threads; return how many got 200."""
+
+    def one(number: int) -> bool:
+        status, _ = get(port, f"/items/{number}")
+        return status == 200
+
+    with ThreadPoolExecutor(CLIENT_THREADS) as pool:
+        return sum(pool.map(one, range(count)))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[GunicornServer, int, Path]]:
+    directory = tmp_path / "multiproc"
+    metrics_port = free_port()
+    gunicorn = GunicornServer(
+        "tests.support.metrics_app:app",
+        config="deploy/gunicorn.conf.py",
+        workers=WORKERS,
+        env={
+            "PROMETHEUS_MULTIPROC_DIR": str(directory),
+            "WSGISHIELD_MAX_REQUESTS": str(MAX_REQUESTS),
+            "WSGISHIELD_METRICS_PORT": str(metrics_port),
+            "WSGISHIELD_METRICS_BIND": "127.0.0.1",
+        },
+    )
+    gunicorn.start()
+    try:
+        yield gunicorn, metrics_port, directory
+    finally:
+        gunicorn.stop()
+
+
+def test_recycled_workers_keep_metrics_bounded(
+    server: tuple[GunicornServer, int, Path],
+) -> None:
+    gunicorn, metrics_port, directory = server
+    sent = send(gunicorn.port, 100)
+    early = [timed_scrape(metrics_port)[0] for _ in range(7)]
+
+    sent += send(gunicorn.port, REQUESTS - 100)
+    # The last workers to be replaced may still be exiting.
+    time.sleep(1.0)
+    files = sorted(path.name for path in directory.glob("*.db"))
+    late = [timed_scrape(metrics_port) for _ in range(7)]
+
+    assert sent == REQUESTS, gunicorn.log()
+    recycles = gunicorn.log().count("Autorestarting worker")
+    assert recycles >= REQUESTS // MAX_REQUESTS // 2, gunicorn.log()
+    assert len(files) <= MAX_FILES, files
+    assert "counter_archive.db" in files
+    assert requests_counted(late[-1][1]) == REQUESTS
+    assert statistics.median(t for t, _ in late) < 3 * statistics.median(early)
+
+
+def test_in_band_scrape_matches_master(
+    server: tuple[GunicornServer, int, Path],
+) -> None:
+    gunicorn, metrics_port, _ = server
+    sent = send(gunicorn.port, 200)
+    status, in_band = get(gunicorn.port, "/metrics")
+    _, from_master = timed_scrape(metrics_port)
+    assert sent == 200
+    assert status == 200
+    assert requests_counted(in_band) == 200
+    assert requests_counted(from_master) == 200
+    assert b"wsgishield_http_requests_in_flight" in from_master
