@@ -322,9 +322,7 @@ def _forwarded_proto(environ: Mapping[str, Any]) -> str | None:
 def _client(
     found: _Parsed, peer: _Parsed, source: str, reason: str | None
 ) -> ClientAddress:
-    return ClientAddress(
-        found[0], found[1], found[2], found[3], peer[0], source, reason
-    )
+    return ClientAddress(found[0], found[1], found[2], found[3], peer[0], source, reason)
 
 
 def _network_set(key: str, networks: Iterable[str]) -> NetworkSet:

@@ -48,9 +48,7 @@ def build_route_table(policy: Policy) -> RouteTable:
         try:
             routes.append(Route(rule.id, rule.path, rule.methods, rule))
         except ValueError as exc:
-            raise ConfigurationError(
-                f"routes[{index}].path", rule.path, str(exc)
-            ) from exc
+            raise ConfigurationError(f"routes[{index}].path", rule.path, str(exc)) from exc
     return RouteTable(routes, cache_size=policy.route_cache_size)
 
 

@@ -29,9 +29,7 @@ def connect(settings: RedisSettings) -> Any:
         from redis.sentinel import Sentinel
     except ImportError as exc:
         raise ConfigurationError(
-            "redis",
-            settings.mode,
-            "redis-py is not installed: pip install 'wsgishield[redis]'",
+            "redis", settings.mode, "redis-py is not installed: pip install 'wsgishield[redis]'"
         ) from exc
 
     url = os.environ.get(REDIS_URL_VARIABLE) or settings.url
@@ -48,18 +46,14 @@ def connect(settings: RedisSettings) -> Any:
         return RedisCluster.from_url(url, **options)
     if settings.mode == "sentinel":
         if not settings.sentinels:
-            raise ConfigurationError(
-                "redis.sentinels", [], "sentinel mode needs at least one sentinel"
-            )
+            raise ConfigurationError("redis.sentinels", [], "sentinel mode needs at least one sentinel")
         hosts = []
         for entry in settings.sentinels:
             host, _, port = entry.rpartition(":")
             if not host or not port.isdigit():
                 raise ConfigurationError("redis.sentinels", entry, "expected HOST:PORT")
             hosts.append((host.strip("[]"), int(port)))
-        sentinel = Sentinel(
-            hosts, sentinel_kwargs={"socket_timeout": timeout}, **options
-        )
+        sentinel = Sentinel(hosts, sentinel_kwargs={"socket_timeout": timeout}, **options)
         return sentinel.master_for(settings.service_name)
     try:
         return redis.Redis.from_url(url, **options)
