@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -405,3 +406,27 @@ def test_archive_matches_prometheus_client_histograms(multiproc_dir: Path) -> No
         key: value for key, value in before.items() if key[0].startswith("app_seconds")
     }
     assert histogram == {key: after[key] for key in histogram}
+
+
+def test_threads_lose_no_increments(multiproc_dir: Path) -> None:
+    registry = metrics.MetricsRegistry()
+    family = registry.http_requests
+
+    def work() -> None:
+        for _ in range(5000):
+            family.inc("items", "GET", "2xx", "allowed")
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    labels = (
+        ("decision", "allowed"),
+        ("method", "GET"),
+        ("route", "items"),
+        ("status_class", "2xx"),
+    )
+    assert registry.value(family, "items", "GET", "2xx", "allowed") == 40_000
+    key = ("wsgishield_http_requests_total", labels)
+    assert collected(multiproc_dir)[key] == 40_000
