@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -9,6 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -430,3 +433,11 @@ def test_threads_lose_no_increments(multiproc_dir: Path) -> None:
     assert registry.value(family, "items", "GET", "2xx", "allowed") == 40_000
     key = ("wsgishield_http_requests_total", labels)
     assert collected(multiproc_dir)[key] == 40_000
+
+
+@given(st.lists(st.text(max_size=80), min_size=4, max_size=4))
+def test_cleaned_labels_stay_bounded(values: list[str]) -> None:
+    family = metrics.REGISTRY.decisions_total
+    for value in family.clean(values):
+        assert value == metrics.OTHER or re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value)
+    assert family.clean(values)[1] in {*metrics.DECISIONS, metrics.OTHER}
