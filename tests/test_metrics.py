@@ -33,8 +33,13 @@ def multiproc_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return directory
 
 
-def collected(directory: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Read a multiprocess directory the way prometheus-client's collector does."""
+def collected(
+    directory: Path, *registries: metrics.MetricsRegistry
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Flush ``registries``, then read a multiprocess directory the way
+    prometheus-client's collector does."""
+    for registry in registries:
+        registry.flush()
     values = {}
     for family in MultiProcessCollector(None, path=str(directory)).collect():
         for sample in family.samples:
@@ -186,7 +191,7 @@ def test_files_match_prometheus_client_format(multiproc_dir: Path) -> None:
     family.observe("a", value=0.5)
     family.observe("a", value=5.0)
 
-    values = collected(multiproc_dir)
+    values = collected(multiproc_dir, registry)
     assert values[("wsgishield_jwt_failures_total", (("reason", "expired"),))] == 3.0
     assert values[("wsgishield_breaker_state", (("store", "redis"),))] == 2.0
     assert values[("test_seconds_bucket", (("le", "0.1"), ("route", "a")))] == 0.0
@@ -209,7 +214,7 @@ def test_file_grows_past_initial_size(multiproc_dir: Path) -> None:
     for number in range(3000):
         registry.jwt_failures.inc(f"reason-{number:05d}")
     registry.jwt_failures.inc("reason-00000")
-    values = collected(multiproc_dir)
+    values = collected(multiproc_dir, registry)
     assert (
         len([key for key in values if key[0] == "wsgishield_jwt_failures_total"])
         == 3000
@@ -226,7 +231,7 @@ def test_existing_file_of_same_pid_is_continued(multiproc_dir: Path) -> None:
     second = metrics.MetricsRegistry(file_tag="same")
     second.jwt_failures.inc("expired")
     assert (
-        collected(multiproc_dir)[
+        collected(multiproc_dir, second)[
             ("wsgishield_jwt_failures_total", (("reason", "expired"),))
         ]
         == 3.0
@@ -242,6 +247,8 @@ def test_values_of_child_process_are_its_own(multiproc_dir: Path) -> None:
         pid = os.fork()
         if pid == 0:
             metrics.JWKS_FETCHES.inc("error")
+            # os._exit skips atexit, so flush by hand.
+            metrics.REGISTRY.flush()
             os._exit(0)
         os.waitpid(pid, 0)
         print(pid)
@@ -256,8 +263,12 @@ def test_values_of_child_process_are_its_own(multiproc_dir: Path) -> None:
     )
     child = result.stdout.strip()
     child_file = multiproc_dir / f"counter_{child}-wsgishield.db"
-    keys = [key for key, _, _ in metrics.read_multiprocess_file(child_file)]
-    assert [json.loads(key)[2] for key in keys] == [{"result": "error"}]
+    child_values = {
+        json.loads(key)[2]["result"]: value
+        for key, value, _ in metrics.read_multiprocess_file(child_file)
+    }
+    # The child starts from zero: the parent's "success" is not its own.
+    assert child_values == {"success": 0.0, "error": 1.0}
     total = collected(multiproc_dir)
     assert total[("wsgishield_jwks_fetches_total", (("result", "success"),))] == 1.0
     assert total[("wsgishield_jwks_fetches_total", (("result", "error"),))] == 1.0
@@ -432,7 +443,7 @@ def test_threads_lose_no_increments(multiproc_dir: Path) -> None:
     )
     assert registry.value(family, "items", "GET", "2xx", "allowed") == 40_000
     key = ("wsgishield_http_requests_total", labels)
-    assert collected(multiproc_dir)[key] == 40_000
+    assert collected(multiproc_dir, registry)[key] == 40_000
 
 
 @given(st.lists(st.text(max_size=80), min_size=4, max_size=4))

@@ -4,7 +4,8 @@ Four workers with ``max_requests`` of 40 serve a bounded loopback load from
 this test, so each worker is replaced dozens of times. The test checks what
 prometheus-client's plain multiprocess mode gets wrong: the metrics
 directory stays small, scrapes take no longer after the recycles than
-before, and the summed request counters equal the requests sent.
+before, and the summed request counters equal the requests sent once the
+workers have written their values (every FLUSH_INTERVAL, and at exit).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.servers import GunicornServer, free_port
+from wsgishield.metrics import FLUSH_INTERVAL
 
 pytestmark = [pytest.mark.gunicorn, pytest.mark.slow]
 
@@ -99,8 +101,9 @@ def test_recycled_workers_keep_metrics_bounded(
     early = [timed_scrape(metrics_port)[0] for _ in range(7)]
 
     sent += send(gunicorn.port, REQUESTS - 100)
-    # The last workers to be replaced may still be exiting.
-    time.sleep(1.0)
+    # Workers write their values every FLUSH_INTERVAL, and the last ones
+    # to be replaced may still be exiting.
+    time.sleep(2.5 * FLUSH_INTERVAL)
     files = sorted(path.name for path in directory.glob("*.db"))
     late = [timed_scrape(metrics_port) for _ in range(7)]
 
@@ -118,6 +121,7 @@ def test_in_band_scrape_matches_master(
 ) -> None:
     gunicorn, metrics_port, _ = server
     sent = send(gunicorn.port, 200)
+    time.sleep(2.5 * FLUSH_INTERVAL)
     status, in_band = get(gunicorn.port, "/metrics")
     _, from_master = timed_scrape(metrics_port)
     assert sent == 200

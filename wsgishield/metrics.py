@@ -33,12 +33,15 @@ render an exposition.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
+import logging
 import math
 import os
 import struct
 import threading
+import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
@@ -147,59 +150,70 @@ def bounded_label(value: object) -> str:
 
 # --- Per-process value storage --------------------------------------------
 
+logger = logging.getLogger("wsgishield.metrics")
+
 # A value is the first 8 bytes of its entry in a multiprocess file; the
 # timestamp after it stays 0.0 for every family kind written here.
 _pack_double = struct.Struct("d").pack
 
 
+#: Seconds between two writes of a process's values to its multiprocess
+#: files. A scrape may miss at most this much of another worker's traffic;
+#: Prometheus scrapes every 15 s or more, so one second is invisible there.
+FLUSH_INTERVAL = 1.0
+
+
 class _ProcessStore:
-    """The values of one process, mirrored to mmap files in multiprocess mode.
+    """The values of one process, copied to mmap files in multiprocess mode.
 
     Slots are indices handed out by the registry; each has a file prefix
-    (``counter``, ``gauge_livesum``...) and a prometheus-client key.
+    (``counter``, ``gauge_livesum``...) and a prometheus-client key. A
+    request only updates floats in a list. In multiprocess mode a daemon
+    thread, started with the store (on first use in the process, so after
+    Gunicorn's fork), writes the values that changed every
+    :data:`FLUSH_INTERVAL` seconds, and once more at interpreter exit.
     """
 
     def __init__(self, registry: MetricsRegistry) -> None:
         self.registry = registry
         self.pid = os.getpid()
+        # Guards the values: without it two threads of a gthread worker
+        # could lose an increment.
         self.lock = threading.Lock()
         self.values: list[float] = [0.0] * len(registry.slots)
         self.directory = os.environ.get(MULTIPROC_ENV) or None
+
+        # The rest belongs to flush(), under its own lock.
+        self._flush_lock = threading.Lock()
         self.files: dict[str, MappedFile] = {}
-        # Per slot: (file, offset of the value) once written in this process.
-        self.positions: list[tuple[MappedFile, int] | None] = [None] * len(
-            registry.slots
-        )
+        # Per slot: (file, offset of the value) once in this process's file,
+        # what an earlier process with the same pid left there, and the last
+        # value written (NaN: not yet).
+        self.positions: list[tuple[MappedFile, int] | None] = []
+        self.bases: list[float] = []
+        self.written: list[float] = []
+        if self.directory is not None:
+            atexit.register(self._flush_logging_errors)
+            threading.Thread(
+                target=self._flush_periodically, name="wsgishield-metrics", daemon=True
+            ).start()
 
     def grow(self, count: int) -> None:
         missing = count - len(self.values)
         if missing > 0:
             self.values.extend([0.0] * missing)
-            self.positions.extend([None] * missing)
 
-    # The lock makes each read-modify-write and its file write one step:
-    # without it, two threads could write an older total after a newer one
-    # and a counter would go backwards. acquire/release is cheaper than
-    # ``with`` on this path.
+    # acquire/release is cheaper than ``with`` on the request path.
 
     def add(self, slot: int, amount: float) -> None:
         self.lock.acquire()
         try:
-            value = self.values[slot] + amount
-            self.values[slot] = value
-            if self.directory is not None:
-                self._write(slot, value)
+            self.values[slot] += amount
         finally:
             self.lock.release()
 
     def set(self, slot: int, value: float) -> None:
-        self.lock.acquire()
-        try:
-            self.values[slot] = value
-            if self.directory is not None:
-                self._write(slot, value)
-        finally:
-            self.lock.release()
+        self.values[slot] = value
 
     def observe(self, histogram: int, bounds: Sequence[float], value: float) -> None:
         bucket = histogram + 1 + bisect_left(bounds, value)
@@ -208,9 +222,6 @@ class _ProcessStore:
             values = self.values
             values[histogram] += value
             values[bucket] += 1.0
-            if self.directory is not None:
-                self._write(histogram, values[histogram])
-                self._write(bucket, values[bucket])
         finally:
             self.lock.release()
 
@@ -231,36 +242,46 @@ class _ProcessStore:
             values[histogram] += duration
             values[bucket] += 1.0
             values[in_flight] -= 1.0
-            if self.directory is not None:
-                write = self._write
-                write(counter, values[counter])
-                write(histogram, values[histogram])
-                write(bucket, values[bucket])
-                write(in_flight, values[in_flight])
         finally:
             self.lock.release()
 
-    def _write(self, slot: int, value: float) -> None:
-        # Called with the lock held. Only the value changes; the timestamp
-        # half of the entry stays 0.0 as written by append().
-        position = self.positions[slot]
-        if position is None:
-            position = self._allocate(slot)
-            value = self.values[slot]
-        mapped, offset = position
-        mapped.map[offset : offset + 8] = _pack_double(value)
+    def flush(self) -> None:
+        """Write every value that changed since the last flush to the files."""
+        if self.directory is None or os.getpid() != self.pid:
+            # A forked child inherits the parent's store and its atexit
+            # entry; the parent's files are not the child's to write.
+            return
+        with self._flush_lock:
+            with self.lock:
+                snapshot = self.values[:]
+            missing = len(snapshot) - len(self.written)
+            if missing > 0:
+                self.positions.extend([None] * missing)
+                self.bases.extend([0.0] * missing)
+                self.written.extend([math.nan] * missing)
+            written = self.written
+            for slot, value in enumerate(snapshot):
+                # NaN never equals itself, so a new slot is always written.
+                if value == written[slot]:
+                    continue
+                position = self.positions[slot] or self._place(slot)
+                mapped, offset = position
+                # Only the value changes; the timestamp after it stays 0.0.
+                mapped.map[offset : offset + 8] = _pack_double(value + self.bases[slot])
+                written[slot] = value
 
-    def _allocate(self, slot: int) -> tuple[MappedFile, int]:
-        # Every sample of the series goes into the file at once, so that a
-        # histogram shows all its buckets from its first observation, as
-        # prometheus-client's own files do.
-        first, count = self.registry.series_of_slot[slot]
-        for member in range(first, first + count):
-            if self.positions[member] is None:
-                self.positions[member] = self._place(member)
-        position = self.positions[slot]
-        assert position is not None
-        return position
+    def _flush_periodically(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            self._flush_logging_errors()
+
+    def _flush_logging_errors(self) -> None:
+        # A full disk or a removed directory must not kill the thread or
+        # the exit; the values stay in memory for the next attempt.
+        try:
+            self.flush()
+        except (OSError, ValueError):
+            logger.exception("writing metrics to %s failed", self.directory)
 
     def _place(self, slot: int) -> tuple[MappedFile, int]:
         prefix, key = self.registry.slots[slot]
@@ -274,16 +295,20 @@ class _ProcessStore:
             mapped = self.files[prefix] = MappedFile(os.path.join(self.directory, name))
         found = mapped.existing.pop(key, None)
         if found is None:
-            return mapped, mapped.append(key, self.values[slot])
-        self.values[slot] += found[0]
-        offset = found[1]
-        mapped.map[offset : offset + 8] = _pack_double(self.values[slot])
-        return mapped, offset
+            position = (mapped, mapped.append(key, 0.0))
+        else:
+            self.bases[slot] = found[0]
+            position = (mapped, found[1])
+        self.positions[slot] = position
+        return position
 
     def close(self) -> None:
-        for mapped in self.files.values():
-            mapped.close()
-        self.files.clear()
+        self.flush()
+        with self._flush_lock:
+            for mapped in self.files.values():
+                mapped.close()
+            self.files.clear()
+            self.positions = [None] * len(self.positions)
 
 
 # --- Families and the registry ---------------------------------------------
@@ -475,6 +500,12 @@ class MetricsRegistry:
                 store = self._store
         return store
 
+    def flush(self) -> None:
+        """Write this process's changed values to its multiprocess files now."""
+        store = self._store
+        if store is not None:
+            store.flush()
+
     def reset_after_fork(self) -> None:
         """Start from zero in a forked child: its parent's values are the parent's."""
         self._lock = threading.Lock()
@@ -620,6 +651,9 @@ def scrape_registry(
     collected = CollectorRegistry(auto_describe=False)
     directory = os.environ.get(MULTIPROC_ENV)
     if directory:
+        # This process's own values are written now, the other processes'
+        # at most FLUSH_INTERVAL ago.
+        (registry or REGISTRY).flush()
         collected.register(_LockedMultiProcessCollector(Path(directory)))
         return collected
     collected.register(_RegistryCollector(registry or REGISTRY))
