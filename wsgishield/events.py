@@ -285,5 +285,12 @@ def emit(
     if suppressed:
         event["labels.suppressed"] = str(suppressed)
     metrics.EVENTS.inc(kind, action)
-    logger.log(level, "%s %s", kind, action, extra={"event": event})
+    logger.log(
+        level,
+        "%s %s from %s",
+        kind,
+        action,
+        event.get("client.ip") or client or "unknown client",
+        extra={"event": event},
+    )
     return True
