@@ -119,6 +119,14 @@ def test_vocabulary_maps_unknown_to_other(registry: metrics.MetricsRegistry) -> 
     assert values[("wsgishield_jwks_fetches_total", (("result", "other"),))] == 1.0
 
 
+def test_unhashable_label_becomes_other(registry: metrics.MetricsRegistry) -> None:
+    registry.jwt_failures.inc(["not", "hashable"])
+    registry.jwks_fetches.inc({"result": "x"})
+    values = sample_values(registry)
+    assert values[("wsgishield_jwt_failures_total", (("reason", "other"),))] == 1.0
+    assert values[("wsgishield_jwks_fetches_total", (("result", "other"),))] == 1.0
+
+
 def test_wrong_label_count_raises(registry: metrics.MetricsRegistry) -> None:
     with pytest.raises(ValueError, match="takes labels"):
         registry.jwt_failures.inc("a", "b")

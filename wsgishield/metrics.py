@@ -382,14 +382,16 @@ class Family:
             if vocabulary is None:
                 cleaned.append(bounded_label(value))
             else:
-                cleaned.append(str(value) if value in vocabulary else OTHER)
+                known = isinstance(value, str) and value in vocabulary
+                cleaned.append(value if known else OTHER)  # type: ignore[arg-type]
         return tuple(cleaned)
 
     def slot(self, *values: object) -> int | None:
         """Return the first slot of a label set, or ``None`` when it was dropped."""
         try:
             return self._series[values]  # type: ignore[index]
-        except KeyError:
+        except (KeyError, TypeError):
+            # TypeError: an unhashable value, which clean() turns into text.
             pass
         if len(values) != len(self.labelnames):
             raise ValueError(
@@ -442,7 +444,7 @@ class Family:
         ]
 
     def series(self) -> dict[tuple[str, ...], int]:
-        """Return the label sets created in this process, with their first slot."""
+        """Return the label sets created so far, with their first slot."""
         return dict(self._series)
 
 
