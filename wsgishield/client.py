@@ -47,7 +47,14 @@ from typing import Any, Literal, NamedTuple
 
 from ._fast.address import parse_address
 from .errors import ConfigurationError
-from .networks import NetworkSet, expand_presets, load_cloudflare_ranges
+from .networks import (
+    CLOUDFLARE_PRESET,
+    PRESETS,
+    NetworkSet,
+    expand_presets,
+    load_cloudflare_ranges,
+    parse_network,
+)
 
 __all__ = ["REASONS", "SOURCES", "ClientAddress", "ClientAddressResolver"]
 
@@ -60,18 +67,30 @@ SOURCES: dict[str, str] = {
     "cf-connecting-ip": "HTTP_CF_CONNECTING_IP",
 }
 
-#: Why the peer was used although it is a trusted proxy.
+#: Reasons for using a trusted peer's own address instead of its header.
 REASONS = ("missing", "invalid", "short-chain")
 
-# nginx's default large_client_header_buffers holds 8 KiB per header line, so
+# nginx's default large_client_header_buffers allows 8 KiB per header line, so
 # a longer forwarding header did not come through a default nginx.
 DEFAULT_MAX_HEADER_BYTES = 8192
 
-# A peer that has no IP address is a local process on a Unix socket, such as
-# nginx in front of Gunicorn; it gets the loopback address and its trust.
+# A peer without an IP address (an empty REMOTE_ADDR, or "unix:...") is a
+# local process on a Unix socket, such as nginx in front of Gunicorn. It gets
+# the loopback address and its trust.
 _UNIX_SOCKET_PEER = ("127.0.0.1", 4, 0x7F000001, "")
 
+# Any other REMOTE_ADDR that is not an IP address comes from a misbehaving
+# server. It gets the unspecified address, which no preset trusts.
+_INVALID_PEER = ("0.0.0.0", 4, 0, "")
+
 _Parsed = tuple[str, int, int, str]
+
+# Resolutions are memoised per (peer, header, proto header, scheme): a client
+# that keeps its connection path repeats the same values. Longer header
+# values are resolved every time, so random headers cannot fill the memo
+# with large keys.
+MEMO_SIZE = 4096
+MAX_MEMOISED_HEADER = 256
 
 
 class ClientAddress(NamedTuple):
@@ -89,7 +108,7 @@ class ClientAddress(NamedTuple):
     peer: str
     #: ``"peer"``, or the forwarding header the address came from.
     source: str
-    #: Why a trusted peer's header was not used, or ``None``.
+    #: Fallback reason when a trusted peer's header was unusable, or ``None``.
     reason: str | None
 
 
@@ -133,6 +152,8 @@ class ClientAddressResolver:
                 "client.cloudflare_ranges", cloudflare_ranges, str(exc)
             ) from exc
 
+        trusted_proxies = list(trusted_proxies)
+        _check_trusted_entries(trusted_proxies)
         networks = expand_presets(trusted_proxies, cloudflare)
         self.trusted = _network_set("client.trusted_proxies", networks)
         self.cloudflare = _network_set("client.cloudflare_ranges", cloudflare)
@@ -141,6 +162,7 @@ class ClientAddressResolver:
         self.max_header_bytes = max_header_bytes
         self.forwarded_proto = forwarded_proto
         self._header_key = SOURCES[source]
+        self._memo: dict[tuple[Any, ...], tuple[ClientAddress, str]] = {}
         self._walk = {
             "x-forwarded-for": self._from_list,
             "forwarded": self._from_forwarded,
@@ -150,13 +172,42 @@ class ClientAddressResolver:
 
     def resolve(self, environ: Mapping[str, Any]) -> tuple[ClientAddress, str]:
         """Return the client address and the effective scheme of a request."""
+        header = environ.get(self._header_key)
+        key = (
+            environ.get("REMOTE_ADDR"),
+            header,
+            environ.get("HTTP_X_FORWARDED_PROTO"),
+            environ.get("wsgi.url_scheme"),
+        )
+        try:
+            return self._memo[key]
+        except (KeyError, TypeError):
+            pass
+
+        resolved = self._resolve(environ, header)
+        if header is None or len(header) <= MAX_MEMOISED_HEADER:
+            memo = self._memo
+            if len(memo) >= MEMO_SIZE:
+                # Another thread may evict the same entry first: harmless.
+                try:
+                    del memo[next(iter(memo))]
+                except (KeyError, RuntimeError, StopIteration):
+                    pass
+            try:
+                memo[key] = resolved
+            except TypeError:  # a non-string value in a hand-built environ
+                pass
+        return resolved
+
+    def _resolve(
+        self, environ: Mapping[str, Any], header: Any
+    ) -> tuple[ClientAddress, str]:
         scheme = environ.get("wsgi.url_scheme", "http")
-        peer = parse_address(environ.get("REMOTE_ADDR") or "") or _UNIX_SOCKET_PEER
+        peer = _parse_peer(environ.get("REMOTE_ADDR"))
 
         if not self.trusted.contains(peer[1], peer[2]):
             return _client(peer, peer, "peer", None), scheme
 
-        header = environ.get(self._header_key)
         if not header or header.isspace():
             return _client(peer, peer, "peer", "missing"), scheme
         if len(header) > self.max_header_bytes:
@@ -181,7 +232,14 @@ class ClientAddressResolver:
     def _from_forwarded(
         self, header: str, peer: _Parsed
     ) -> tuple[_Parsed | None, str | None, str | None]:
-        nodes, protos = _parse_forwarded(header)
+        parsed = _parse_forwarded(header)
+        if parsed is None:
+            # An unterminated quote would swallow every element to its right,
+            # including those the proxies appended. Parse each
+            # comma-separated piece on its own instead, so that a quote a
+            # client wrote spoils only the client's own elements.
+            parsed = _parse_forwarded_pieces(header)
+        nodes, protos = parsed
         if self.hops:
             return _count_hops(nodes, self.hops, protos)
         return self._walk_right_to_left(nodes, protos)
@@ -250,27 +308,35 @@ def _count_hops(
     return None, "short-chain" if seen else "missing", None
 
 
-def _parse_forwarded(header: str) -> tuple[list[str], dict[int, str]]:
+def _parse_forwarded(header: str) -> tuple[list[str], dict[int, str]] | None:
     """Split an RFC 7239 ``Forwarded`` value into its ``for=`` nodes.
 
     Returns one node text per element (empty when an element has no
     ``for``), with quotes removed, and the ``proto`` of each element that
-    has one. Obfuscated identifiers (``_hidden``) and ``unknown`` stay as
-    they are and fail to parse as addresses later.
+    has one. Returns ``None`` when a quoted string is not terminated. Obfuscated
+    identifiers (``_hidden``) and ``unknown`` stay as they are and fail to
+    parse as addresses later.
     """
     nodes: list[str] = []
     protos: dict[int, str] = {}
     node = ""
+    name = ""
     name_start = 0
     value_start = -1
-    name = ""
     in_quotes = False
     escaped = False
-    length = len(header)
 
-    index = 0
-    while index <= length:
-        char = header[index] if index < length else ","
+    def end_pair(end: int) -> None:
+        nonlocal node
+        if value_start < 0:
+            return
+        value = _unquote(header[value_start:end].strip())
+        if name == "for":
+            node = value
+        elif name == "proto" and value.lower() in ("http", "https"):
+            protos[len(nodes)] = value.lower()
+
+    for index, char in enumerate(header):
         if in_quotes:
             if escaped:
                 escaped = False
@@ -283,24 +349,43 @@ def _parse_forwarded(header: str) -> tuple[list[str], dict[int, str]]:
         elif char == "=" and value_start < 0:
             name = header[name_start:index].strip().lower()
             value_start = index + 1
-        elif char in ";,":
-            if value_start >= 0:
-                value = _unquote(header[value_start:index].strip())
-                if name == "for":
-                    node = value
-                elif name == "proto":
-                    proto = value.lower()
-                    if proto in ("http", "https"):
-                        protos[len(nodes)] = proto
-            name_start = index + 1
-            value_start = -1
-            name = ""
+        elif char == ";" or char == ",":
+            end_pair(index)
+            name_start, value_start, name = index + 1, -1, ""
             if char == ",":
                 nodes.append(node)
                 node = ""
-        index += 1
 
+    if in_quotes:
+        return None
+    end_pair(len(header))
+    nodes.append(node)
     return nodes, protos
+
+
+def _parse_forwarded_pieces(header: str) -> tuple[list[str], dict[int, str]]:
+    nodes: list[str] = []
+    protos: dict[int, str] = {}
+    for piece in header.split(","):
+        parsed = _parse_forwarded(piece)
+        if parsed is None or len(parsed[0]) != 1:
+            nodes.append('"')  # not an address, so the walk stops here
+            continue
+        if 0 in parsed[1]:
+            protos[len(nodes)] = parsed[1][0]
+        nodes.append(parsed[0][0])
+    return nodes, protos
+
+
+def _parse_peer(remote_addr: Any) -> _Parsed:
+    if not remote_addr or not isinstance(remote_addr, str):
+        return _UNIX_SOCKET_PEER
+    parsed: _Parsed | None = parse_address(remote_addr)
+    if parsed is not None:
+        return parsed
+    if remote_addr.startswith("unix:"):
+        return _UNIX_SOCKET_PEER
+    return _INVALID_PEER
 
 
 def _unquote(value: str) -> str:
@@ -322,7 +407,26 @@ def _forwarded_proto(environ: Mapping[str, Any]) -> str | None:
 def _client(
     found: _Parsed, peer: _Parsed, source: str, reason: str | None
 ) -> ClientAddress:
-    return ClientAddress(found[0], found[1], found[2], found[3], peer[0], source, reason)
+    ip, version, value, zone = found
+    return ClientAddress(ip, version, value, zone, peer[0], source, reason)
+
+
+def _check_trusted_entries(entries: list[str]) -> None:
+    for index, entry in enumerate(entries):
+        key = f"client.trusted_proxies[{index}]"
+        if entry in PRESETS or entry == CLOUDFLARE_PRESET:
+            continue
+        try:
+            _, _, prefix = parse_network(entry)
+        except ValueError as exc:
+            raise ConfigurationError(key, entry, str(exc)) from exc
+        if prefix == 0:
+            raise ConfigurationError(
+                key,
+                entry,
+                "a /0 network trusts every peer, so any client could choose its "
+                "own address; list the networks your proxies connect from",
+            )
 
 
 def _network_set(key: str, networks: Iterable[str]) -> NetworkSet:

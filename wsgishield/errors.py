@@ -8,9 +8,10 @@ failure policy catches one type whatever the backend.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-__all__ = ["ConfigurationError", "StoreError", "WsgiShieldError"]
+__all__ = ["ConfigurationError", "StoreError", "WsgiShieldError", "redact_credentials"]
 
 
 class WsgiShieldError(Exception):
@@ -28,7 +29,18 @@ class ConfigurationError(WsgiShieldError, ValueError):
         self.key = key
         self.value = value
         self.reason = reason
-        super().__init__(f"invalid value for {key}: {value!r}: {reason}")
+        shown = redact_credentials(repr(value))
+        super().__init__(
+            f"invalid value for {key}: {shown}: {redact_credentials(reason)}"
+        )
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]*@")
+
+
+def redact_credentials(text: str) -> str:
+    """Replace the ``user:password@`` part of every URL in ``text`` by ``***@``."""
+    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
 class StoreError(WsgiShieldError):

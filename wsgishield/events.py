@@ -13,10 +13,10 @@ list is moved under ``labels.`` as ECS custom labels, whose values are
 strings. ``event.category``, ``event.type`` and ``event.outcome`` follow from
 the action unless the caller sets them.
 
-Repeats are rate-limited per (logger, action, client) so that a flood from
-one client costs a handful of records per second. The number suppressed is
-reported in ``labels.suppressed`` of the next record that passes, and in
-``wsgishield_events_suppressed_total``.
+Repeats are rate-limited per (logger, action, client), so a flood from one
+client costs a handful of records per second. The number of suppressed
+records is reported in ``labels.suppressed`` of the next record that passes,
+and in ``wsgishield_events_suppressed_total``.
 
 .. warning::
 

@@ -40,7 +40,7 @@ _STRUCT_OPTIONS: dict[str, Any] = {
 
 
 class ClientPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
-    """How the client address is resolved (see :mod:`wsgishield.client`)."""
+    """Client address resolution settings (see :mod:`wsgishield.client`)."""
 
     #: CIDRs or presets (``loopback``, ``private``, ``cloudflare``) whose
     #: forwarding headers are believed. Empty: no header is ever read.
@@ -65,7 +65,7 @@ class ClientPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
 
 
 class RedisSettings(msgspec.Struct, **_STRUCT_OPTIONS):
-    """Connection to the Redis deployment that holds shared state.
+    """Connection to the Redis deployment that stores shared state.
 
     ``WSGISHIELD_REDIS_URL`` in the environment overrides ``url``, so the
     policy file need not carry credentials.
@@ -74,8 +74,15 @@ class RedisSettings(msgspec.Struct, **_STRUCT_OPTIONS):
     #: ``single``: one server at ``url``; ``sentinel``: ask ``sentinels`` for
     #: the master of ``service_name``; ``cluster``: Redis Cluster seeded at ``url``.
     mode: Literal["single", "sentinel", "cluster"] = "single"
-    url: str = "redis://127.0.0.1:6379/0"
-    sentinels: list[str] = []
+    url: Annotated[str, msgspec.Meta(pattern=r"^(redis|rediss|unix)://")] = (
+        "redis://127.0.0.1:6379/0"
+    )
+    #: ``HOST:PORT`` of each sentinel (IPv6 hosts in brackets).
+    sentinels: list[
+        Annotated[
+            str, msgspec.Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):\d{1,5}$")
+        ]
+    ] = []
     service_name: str = "mymaster"
     #: Hard timeout of one command, in milliseconds.
     timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 10

@@ -43,7 +43,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 def status_line(status: int) -> str:
-    """Return the WSGI status line for ``status``, such as ``"429 Too Many Requests"``."""
+    """Return the WSGI status line for ``status``, like ``"429 Too Many Requests"``."""
     return f"{status} {HTTPStatus(status).phrase}"
 
 
@@ -81,7 +81,7 @@ class Problem:
 
     def with_detail(self, detail: str, headers: Headers = ()) -> Problem:
         """Return a copy of this problem with ``detail`` and extra headers."""
-        extra = [item for item in self.headers[3:]]
+        extra = self.headers[3:]
         return Problem(
             self.status,
             self.slug,

@@ -36,9 +36,13 @@ _SEGMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def normalize_path(path: str) -> str:
-    """Merge repeated slashes and resolve ``.`` and ``..`` segments."""
-    if "//" not in path and "/." not in path:
-        return path or "/"
+    """Merge repeated slashes and resolve ``.`` and ``..`` segments.
+
+    The result always starts with ``/``: Werkzeug routes ``admin/x`` (a
+    ``PATH_INFO`` without its slash) as ``/admin/x``, so the rules must too.
+    """
+    if path[:1] == "/" and "//" not in path and "/." not in path:
+        return path
     segments: list[str] = []
     for segment in path.split("/"):
         if segment in ("", "."):
@@ -59,7 +63,12 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     """
     if not pattern.startswith("/"):
         raise ValueError("a path pattern must start with '/'")
+    if normalize_path(pattern) != pattern:
+        # Requests are matched after normalization, so such a rule could
+        # never match anything.
+        raise ValueError("a path pattern may not contain '//', '.' or '..' segments")
     parts = pattern.split("/")[1:]
+    names: set[str] = set()
     regex = ""
     for index, part in enumerate(parts):
         is_last = index == len(parts) - 1
@@ -75,12 +84,17 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
             name = part[1:-1]
             if not _SEGMENT_NAME.match(name):
                 raise ValueError(f"invalid segment name {name!r}")
+            if name in names:
+                raise ValueError(f"segment name {name!r} is used twice")
+            names.add(name)
             regex += r"/[^/]+"
         elif "{" in part or "}" in part or "*" in part:
             raise ValueError(f"invalid segment {part!r}")
         else:
             regex += "/" + re.escape(part)
-    return re.compile((regex or "/") + r"\Z")
+    # DOTALL: a decoded path may contain a newline, and "." must match it
+    # too, or "/admin/x%0A" would slip past "/admin/**".
+    return re.compile((regex or "/") + r"\Z", re.DOTALL)
 
 
 class Route:

@@ -48,7 +48,8 @@ def build_route_table(policy: Policy) -> RouteTable:
         try:
             routes.append(Route(rule.id, rule.path, rule.methods, rule))
         except ValueError as exc:
-            raise ConfigurationError(f"routes[{index}].path", rule.path, str(exc)) from exc
+            key = f"routes[{index}].path"
+            raise ConfigurationError(key, rule.path, str(exc)) from exc
     return RouteTable(routes, cache_size=policy.route_cache_size)
 
 

@@ -20,6 +20,19 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
+def _gunicorn_has_control_socket() -> bool:
+    try:
+        from gunicorn import version_info
+    except ImportError:
+        return False
+    return tuple(version_info[:2]) >= (25, 1)
+
+
+# Gunicorn 25.1+ opens a control socket at one per-user path; tests run
+# several instances at once, so they turn it off.
+_GUNICORN_HAS_CONTROL_SOCKET = _gunicorn_has_control_socket()
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -28,12 +41,16 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(port: int, timeout: float = 15.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float = 15.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     """Wait until something accepts connections on 127.0.0.1:``port``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before listening on {port}")
+            raise RuntimeError(
+                f"server exited with {process.returncode} before listening on {port}"
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -60,7 +77,9 @@ class RedisServer:
     def __init__(self, extra_args: Sequence[str] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed; run the README test command")
+            raise RuntimeError(
+                "redis-server is not installed; run the README test command"
+            )
         self.binary = binary
         self.extra_args = list(extra_args)
         self.port = free_port()
@@ -75,11 +94,16 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 self.binary,
-                "--bind", "127.0.0.1",
-                "--port", str(self.port),
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", self.directory,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.directory,
                 *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
@@ -98,7 +122,7 @@ class RedisServer:
         self.start()
 
     def pause(self) -> None:
-        """Stop the process with SIGSTOP: connections open but nothing answers."""
+        """Stop the process with SIGSTOP: connections open, but no reply comes."""
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
 
@@ -134,7 +158,9 @@ class GunicornServer:
         self.cwd = cwd
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(tempfile.mkstemp(prefix="wsgishield-gunicorn-", suffix=".log")[1])
+        self.log_path = Path(
+            tempfile.mkstemp(prefix="wsgishield-gunicorn-", suffix=".log")[1]
+        )
 
     @property
     def url(self) -> str:
@@ -144,16 +170,24 @@ class GunicornServer:
         command = [sys.executable, "-m", "gunicorn"]
         if self.config:
             command += ["--config", self.config]
+        if _GUNICORN_HAS_CONTROL_SOCKET:
+            command.append("--no-control-socket")
         command += [
-            "--bind", f"127.0.0.1:{self.port}",
-            "--workers", str(self.workers),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(self.workers),
             *self.extra_args,
             self.app,
         ]
         self.env.setdefault("PYTHONPATH", str(REPOSITORY))
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                command,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         wait_for_port(self.port, timeout=30, process=self.process)
         return self

@@ -8,7 +8,7 @@ than ``ipaddress.ip_address``.
 
 from libc.stdint cimport uint32_t, uint64_t
 
-from ._address_common import MAX_ADDRESS_TEXT, ZONE_CHARACTERS
+from ._address_common import MAX_ADDRESS_TEXT, ZONE_CHARACTERS, check_address_value
 
 __all__ = ["COMPILED", "format_address", "parse_address"]
 
@@ -259,14 +259,15 @@ cdef object _zone_of(str text, Py_ssize_t percent, Py_ssize_t end):
     return zone
 
 
-def parse_address(str text not None):
+def parse_address(object value):
     """Parse an IP address with optional port, brackets and IPv6 zone.
 
     Returns ``(canonical, version, value, zone)`` or ``None`` when ``text`` is
     not an address. IPv4-mapped IPv6 addresses come back as IPv4; the zone is
     returned apart and is not part of ``canonical`` or ``value``.
     """
-    cdef Py_ssize_t n = len(text)
+    cdef str text
+    cdef Py_ssize_t n
     cdef Py_ssize_t i
     cdef Py_ssize_t close
     cdef Py_ssize_t percent
@@ -276,6 +277,13 @@ def parse_address(str text not None):
     cdef uint64_t high
     cdef uint64_t low
 
+    if type(value) is str:
+        text = <str>value
+    elif isinstance(value, str):
+        text = str(value)  # a str subclass parses like its text
+    else:
+        raise TypeError(f"expected str, got {type(value).__name__}")
+    n = len(text)
     if n == 0 or n > _MAX_TEXT:
         return None
 
@@ -318,7 +326,12 @@ def parse_address(str text not None):
 
 
 def format_address(int version, object value):
-    """Format an address in canonical text: dotted quad, or RFC 5952 IPv6."""
+    """Format an address in canonical text: dotted quad, or RFC 5952 IPv6.
+
+    Raises ``ValueError`` for a version other than 4 or 6, or a value out of
+    its range.
+    """
+    check_address_value(version, value)
     if version == 4:
         return _format_ipv4(<uint32_t>value)
     return _format_ipv6(<uint64_t>(value >> 64), <uint64_t>(value & 0xFFFFFFFFFFFFFFFF))

@@ -9,3 +9,12 @@ MAX_ADDRESS_TEXT = 128
 ZONE_CHARACTERS = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 )
+
+
+def check_address_value(version: int, value: int) -> None:
+    """Raise ``ValueError`` unless ``value`` is an IPv``version`` address."""
+    if version not in (4, 6):
+        raise ValueError(f"expected IP version 4 or 6, got {version!r}")
+    bits = 32 if version == 4 else 128
+    if not 0 <= value < 1 << bits:
+        raise ValueError(f"{value!r} is not an IPv{version} address value")

@@ -6,7 +6,7 @@ Both modules expose the same names and pass the same tests; see
 
 from __future__ import annotations
 
-from ._address_common import MAX_ADDRESS_TEXT, ZONE_CHARACTERS
+from ._address_common import MAX_ADDRESS_TEXT, ZONE_CHARACTERS, check_address_value
 
 __all__ = ["COMPILED", "format_address", "parse_address"]
 
@@ -100,6 +100,8 @@ def parse_address(text: str) -> tuple[str, int, int, str] | None:
     not an address. IPv4-mapped IPv6 addresses come back as IPv4; the zone is
     returned apart and is not part of ``canonical`` or ``value``.
     """
+    if not isinstance(text, str):
+        raise TypeError(f"expected str, got {type(text).__name__}")
     if not text or len(text) > MAX_ADDRESS_TEXT:
         return None
 
@@ -129,21 +131,33 @@ def parse_address(text: str) -> tuple[str, int, int, str] | None:
         ipv4 = _parse_ipv4(host)
         if ipv4 is None:
             return None
-        return format_address(4, ipv4), 4, ipv4, ""
+        return _format_ipv4(ipv4), 4, ipv4, ""
 
     if value is None:
         return None
     if value >> 32 == 0xFFFF:
         ipv4 = value & 0xFFFFFFFF
-        return format_address(4, ipv4), 4, ipv4, zone
-    return format_address(6, value), 6, value, zone
+        return _format_ipv4(ipv4), 4, ipv4, zone
+    return _format_ipv6(value), 6, value, zone
 
 
 def format_address(version: int, value: int) -> str:
-    """Format an address in canonical text: dotted quad, or RFC 5952 IPv6."""
-    if version == 4:
-        return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+    """Format an address in canonical text: dotted quad, or RFC 5952 IPv6.
 
+    Raises ``ValueError`` for a version other than 4 or 6, or a value out of
+    its range.
+    """
+    check_address_value(version, value)
+    if version == 4:
+        return _format_ipv4(value)
+    return _format_ipv6(value)
+
+
+def _format_ipv4(value: int) -> str:
+    return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+
+
+def _format_ipv6(value: int) -> str:
     groups = [(value >> shift) & 0xFFFF for shift in range(112, -16, -16)]
 
     # RFC 5952, section 4.2: compress the longest run of two or more zero

@@ -29,7 +29,9 @@ def connect(settings: RedisSettings) -> Any:
         from redis.sentinel import Sentinel
     except ImportError as exc:
         raise ConfigurationError(
-            "redis", settings.mode, "redis-py is not installed: pip install 'wsgishield[redis]'"
+            "redis",
+            settings.mode,
+            "redis-py is not installed: pip install 'wsgishield[redis]'",
         ) from exc
 
     url = os.environ.get(REDIS_URL_VARIABLE) or settings.url
@@ -46,21 +48,25 @@ def connect(settings: RedisSettings) -> Any:
         return RedisCluster.from_url(url, **options)
     if settings.mode == "sentinel":
         if not settings.sentinels:
-            raise ConfigurationError("redis.sentinels", [], "sentinel mode needs at least one sentinel")
+            raise ConfigurationError(
+                "redis.sentinels", [], "sentinel mode needs at least one sentinel"
+            )
         hosts = []
         for entry in settings.sentinels:
             host, _, port = entry.rpartition(":")
             if not host or not port.isdigit():
                 raise ConfigurationError("redis.sentinels", entry, "expected HOST:PORT")
             hosts.append((host.strip("[]"), int(port)))
-        sentinel = Sentinel(hosts, sentinel_kwargs={"socket_timeout": timeout}, **options)
+        sentinel = Sentinel(
+            hosts, sentinel_kwargs={"socket_timeout": timeout}, **options
+        )
         return sentinel.master_for(settings.service_name)
     try:
         return redis.Redis.from_url(url, **options)
     except ValueError as exc:
         # The URL may carry a password: never put it in an error message.
-        shown = url.split("@", 1)[-1] if "@" in url else url
-        raise ConfigurationError("redis.url", shown, str(exc)) from exc
+        redacted_url = url.split("@", 1)[-1] if "@" in url else url
+        raise ConfigurationError("redis.url", redacted_url, str(exc)) from exc
 
 
 def hash_tagged(prefix: str, tag: str, *parts: str) -> str:

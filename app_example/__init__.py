@@ -1,0 +1,1 @@
+"""Example API behind wsgishield: health check, items CRUD and an admin area."""
