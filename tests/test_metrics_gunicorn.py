@@ -129,3 +129,80 @@ def test_in_band_scrape_matches_master(
     assert requests_counted(in_band) == 200
     assert requests_counted(from_master) == 200
     assert b"wsgishield_http_requests_in_flight" in from_master
+
+
+# --- The hooks on their own ---------------------------------------------------
+
+
+class FakeLog:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def exception(self, message: str, *args: object) -> None:
+        self.lines.append(message % args)
+
+    def warning(self, message: str, *args: object) -> None:
+        self.lines.append(message % args)
+
+
+class FakeArbiter:
+    LISTENERS: list[str] = []
+
+    def __init__(self) -> None:
+        self.log = FakeLog()
+
+
+class FakeWorker:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+
+def test_on_starting_empties_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsgishield import gunicorn as settings
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "mp"))
+    (tmp_path / "mp").mkdir()
+    (tmp_path / "mp" / "counter_77.db").write_bytes(b"stale")
+    settings.on_starting(FakeArbiter())
+    assert list((tmp_path / "mp").glob("*.db")) == []
+
+
+def test_child_exit_archives_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsgishield import gunicorn as settings
+    from wsgishield import multiprocess
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    mapped = multiprocess.MappedFile(str(tmp_path / "counter_4242-wsgishield.db"))
+    mapped.append('["app_jobs", "app_jobs_total", {}, "Jobs."]', 3.0)
+    mapped.close()
+    settings.child_exit(FakeArbiter(), FakeWorker(4242))
+    names = sorted(path.name for path in tmp_path.glob("*.db"))
+    assert names == ["counter_archive.db"]
+
+
+def test_child_exit_logs_damaged_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsgishield import gunicorn as settings
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    (tmp_path / "counter_4343.db").write_bytes(b"\xff\x00\x00\x00" + b"\x00" * 60)
+    arbiter = FakeArbiter()
+    settings.child_exit(arbiter, FakeWorker(4343))
+    assert arbiter.log.lines == ["archiving the metrics of worker 4343 failed"]
+    assert (tmp_path / "counter_4343.db").exists()
+
+
+def test_child_exit_without_directory_does_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from wsgishield import gunicorn as settings
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    arbiter = FakeArbiter()
+    settings.child_exit(arbiter, FakeWorker(1))
+    assert arbiter.log.lines == []
