@@ -146,9 +146,8 @@ class FakeLog:
 
 
 class FakeArbiter:
-    LISTENERS: list[str] = []
-
     def __init__(self) -> None:
+        self.LISTENERS: list[str] = []
         self.log = FakeLog()
 
 
@@ -195,6 +194,43 @@ def test_child_exit_logs_damaged_file(
     settings.child_exit(arbiter, FakeWorker(4343))
     assert arbiter.log.lines == ["archiving the metrics of worker 4343 failed"]
     assert (tmp_path / "counter_4343.db").exists()
+
+
+def test_listener_needs_multiprocess_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from wsgishield import gunicorn as settings
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr(settings, "metrics_port", free_port())
+    arbiter = FakeArbiter()
+    settings.when_ready(arbiter)
+    assert len(arbiter.log.lines) == 1
+    assert "no listener was started" in arbiter.log.lines[0]
+
+
+def test_events_log_writes_json_lines(tmp_path: Path) -> None:
+    import json
+    import logging
+
+    from wsgishield import events
+    from wsgishield import gunicorn as settings
+
+    logger = logging.getLogger("wsgishield.events")
+    before = list(logger.handlers)
+    level = logger.level
+    target = tmp_path / "events.json"
+    settings._attach_events_log(str(target))
+    try:
+        events.emit("test", "banned", {"client.ip": "192.0.2.1"})
+    finally:
+        for handler in logger.handlers[len(before) :]:
+            handler.close()
+        logger.handlers = before
+        logger.setLevel(level)
+    document = json.loads(target.read_text().splitlines()[0])
+    assert document["event.action"] == "banned"
+    assert document["client.ip"] == "192.0.2.1"
 
 
 def test_child_exit_without_directory_does_nothing(
