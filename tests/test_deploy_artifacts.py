@@ -289,6 +289,7 @@ def test_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_nginx_config_blocks_metrics() -> None:
-    text = (DEPLOY / "compose" / "nginx.conf").read_text(encoding="utf-8")
+@pytest.mark.parametrize("name", ["compose/nginx.conf", "nginx/wsgishield.conf"])
+def test_nginx_config_blocks_metrics(name: str) -> None:
+    text = (DEPLOY / name).read_text(encoding="utf-8")
     assert re.search(r"location = /metrics \{\s*return 404;", text)
