@@ -32,12 +32,15 @@ Variants:
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # Multiprocess mode is chosen when prometheus-client is first imported.
 _MULTIPROC = tempfile.mkdtemp(prefix="wsgishield-bench-metrics-")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _MULTIPROC
+atexit.register(shutil.rmtree, _MULTIPROC, ignore_errors=True)
 
 import io  # noqa: E402
 import logging  # noqa: E402
@@ -47,6 +50,11 @@ from collections.abc import Callable, Iterable  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
+
+pytest.importorskip(
+    "prometheus_flask_exporter", reason="the baseline: pip install 'wsgishield[bench]'"
+)
+
 from flask import Flask  # noqa: E402
 from prometheus_client import values  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
@@ -122,7 +130,10 @@ def caller(app: Any) -> Callable[[], Iterable[bytes]]:
 @pytest.fixture(scope="module")
 def variants() -> dict[str, Callable[[], Iterable[bytes]]]:
     if not getattr(values.ValueClass, "_multiprocess", False):
-        pytest.fail("prometheus-client was imported before multiprocess mode was set")
+        pytest.fail(
+            "prometheus-client was imported before multiprocess mode was set; "
+            "run bench/bench_metrics.py on its own"
+        )
     events_logger = logging.getLogger("wsgishield.events")
     events_logger.addHandler(json_handler(io.StringIO()))
     events_logger.setLevel(logging.INFO)
