@@ -176,6 +176,25 @@ def test_json_line_fields_are_ecs(captured: Capture) -> None:
     assert document["@timestamp"].endswith("Z")
 
 
+@pytest.mark.parametrize(
+    "remote_addr",
+    ["", "garbage", "unix:/run/app.sock"],
+    ids=["empty", "garbage", "unix"],
+)
+def test_request_fields_omit_invalid_address(remote_addr: str) -> None:
+    fields = events.request_fields({"REMOTE_ADDR": remote_addr, "PATH_INFO": "/"})
+    assert "client.ip" not in fields
+    assert "source.ip" not in fields
+
+
+def test_request_fields_parse_peer_without_client_layer() -> None:
+    fields = events.request_fields(
+        {"REMOTE_ADDR": "::ffff:192.0.2.4", "PATH_INFO": "/"}
+    )
+    assert fields["client.ip"] == "192.0.2.4"
+    assert fields["source.ip"] == "192.0.2.4"
+
+
 def test_request_fields_from_environ() -> None:
     env = environ()
     context.record_decision(

@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from . import context, metrics
+from ._fast.address import parse_address
 
 __all__ = [
     "ECS_FIELDS",
@@ -162,16 +163,24 @@ def request_fields(
     status: int | None = None,
     duration_ns: int | None = None,
 ) -> dict[str, Any]:
-    """Build the ECS fields that describe one request from its environ."""
+    """Build the ECS fields that describe one request from its environ.
+
+    ``client.ip`` and ``source.ip`` are Elasticsearch ``ip`` fields, which
+    reject a document with anything else in them, so they are set only to
+    parsed addresses.
+    """
     fields: dict[str, Any] = {
-        "client.ip": environ.get(context.CLIENT_IP) or environ.get("REMOTE_ADDR") or "",
         "url.path": str(environ.get("PATH_INFO", ""))[:MAX_LOGGED_TEXT],
         "http.request.method": str(environ.get("REQUEST_METHOD", ""))[:32],
     }
+    peer = _address(environ.get("REMOTE_ADDR"))
     client = environ.get(context.CLIENT)
-    peer = getattr(client, "peer", None) or environ.get("REMOTE_ADDR")
-    if peer:
-        fields["source.ip"] = peer
+    client_ip = environ.get(context.CLIENT_IP) or peer
+    if client_ip:
+        fields["client.ip"] = client_ip
+    source_ip = getattr(client, "peer", None) or peer
+    if source_ip:
+        fields["source.ip"] = source_ip
     query = environ.get("QUERY_STRING")
     if query:
         fields["url.query"] = redact_query(query)
@@ -192,6 +201,11 @@ def request_fields(
     if duration_ns is not None:
         fields["event.duration"] = duration_ns
     return fields
+
+
+def _address(text: object) -> str | None:
+    parsed = parse_address(text) if isinstance(text, str) else None
+    return parsed[0] if parsed is not None else None
 
 
 class EventLimiter:

@@ -241,7 +241,7 @@ class MetricsMiddleware:
             decision.action if decision is not None else "allowed",
             fields,
             level=logging.INFO,
-            client=fields["client.ip"],
+            client=fields.get("client.ip", ""),
         )
 
     def _scrape(
@@ -249,7 +249,8 @@ class MetricsMiddleware:
     ) -> Iterable[bytes]:
         if not self._scrape_allowed(environ):
             fields = events.request_fields(environ, status=404)
-            events.emit("metrics", "scrape-denied", fields, client=fields["client.ip"])
+            client = fields.get("client.ip", "")
+            events.emit("metrics", "scrape-denied", fields, client=client)
             return self._not_found(environ, start_response)
 
         if environ.get("REQUEST_METHOD") not in _SCRAPE_METHODS:
