@@ -508,3 +508,40 @@ def test_access_log_off_by_default(
     with caplog.at_level(logging.DEBUG, logger="wsgishield.events"):
         call(app, "/items/5")
     assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        ("/items/\x00", "GET"),
+        ("/items/\xff\xfe", "GET"),
+        ("/" + "a" * 100_000, "GET"),
+        ("/metrics\x00", "GET"),
+        ("/items/1", "G E T"),
+        ("/items/1", "X" * 10_000),
+        ("", ""),
+    ],
+    ids=[
+        "nul",
+        "latin-1",
+        "huge-path",
+        "metrics-nul",
+        "spaced-method",
+        "huge-method",
+        "empty",
+    ],
+)
+def test_hostile_request_is_counted_once(
+    registry: metrics.MetricsRegistry, path: str, method: str
+) -> None:
+    app = shield(ok_app, registry)
+    before = registry.series_count
+    status, _, body = call(app, path, method=method)
+    assert (status, body) == ("200 OK", b"ok")
+    total = sum(
+        value
+        for key, value in sample_values(registry).items()
+        if key[0] == "wsgishield_http_requests_total"
+    )
+    assert total == 1.0
+    assert registry.series_count <= before + 2
