@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 import logging
 import random
 import string
@@ -431,6 +432,19 @@ def test_spoofed_forwarded_header_cannot_scrape(
         headers={"HTTP_X_FORWARDED_FOR": "127.0.0.1"},
     )
     assert status == "404 Not Found"
+
+
+def test_scrape_gzip_when_accepted(registry: metrics.MetricsRegistry) -> None:
+    app = shield(ok_app, registry)
+    call(app, "/items/1")
+    _, plain_headers, plain = call(app, "/metrics")
+    _, headers, body = call(
+        app, "/metrics", headers={"HTTP_ACCEPT_ENCODING": "gzip, deflate"}
+    )
+    assert headers["Content-Encoding"] == "gzip"
+    assert "Content-Encoding" not in plain_headers
+    assert gzip.decompress(body) == plain
+    assert int(headers["Content-Length"]) == len(body)
 
 
 def test_scrape_with_post_gets_405(registry: metrics.MetricsRegistry) -> None:
