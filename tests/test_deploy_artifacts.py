@@ -88,6 +88,38 @@ def test_dashboard_parses() -> None:
     assert dashboard["uid"] == "wsgishield"
 
 
+def grouping_labels(expression: str) -> set[str]:
+    """Labels named in ``by (...)`` clauses of a PromQL expression."""
+    found: set[str] = set()
+    for group in re.findall(r"\bby\s*\(([^)]*)\)", expression):
+        found.update(label.strip() for label in group.split(",") if label.strip())
+    return found
+
+
+def known_labels() -> set[str]:
+    labels = {"job", "instance", "le"}
+    for family in metrics.REGISTRY.families.values():
+        labels.update(family.labelnames)
+    return labels
+
+
+def test_rules_group_by_existing_labels() -> None:
+    known = known_labels()
+    for group in load_yaml(RULES)["groups"]:
+        for rule in group["rules"]:
+            unknown = grouping_labels(rule["expr"]) - known
+            assert not unknown, (rule.get("alert") or rule.get("record"), unknown)
+
+
+def test_dashboard_groups_by_existing_labels() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    known = known_labels()
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            unknown = grouping_labels(target["expr"]) - known
+            assert not unknown, (panel["title"], unknown)
+
+
 def test_rules_use_existing_metrics() -> None:
     known = exposed_names()
     for group in load_yaml(RULES)["groups"]:
