@@ -225,26 +225,6 @@ class _ProcessStore:
         finally:
             self.lock.release()
 
-    def record_request(
-        self,
-        counter: int,
-        histogram: int,
-        bounds: Sequence[float],
-        duration: float,
-        in_flight: int,
-    ) -> None:
-        """Count one request, observe its duration and leave the in-flight gauge."""
-        bucket = histogram + 1 + bisect_left(bounds, duration)
-        self.lock.acquire()
-        try:
-            values = self.values
-            values[counter] += 1.0
-            values[histogram] += duration
-            values[bucket] += 1.0
-            values[in_flight] -= 1.0
-        finally:
-            self.lock.release()
-
     def flush(self) -> None:
         """Write every value that changed since the last flush to the files."""
         if self.directory is None or os.getpid() != self.pid:
