@@ -48,6 +48,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._fast._tally_common import HTTP_METHODS, OTHER, UNMATCHED_ROUTE
+from ._fast._tally_common import STATUS_CLASSES as _STATUS_CLASS_LABELS
 from .multiprocess import (
     MULTIPROC_ENV,
     MappedFile,
@@ -81,13 +83,6 @@ __all__ = [
     "status_class",
 ]
 
-#: The label value that stands for every value outside a label's vocabulary.
-OTHER = "other"
-
-#: The route label of requests that no route rule matched. Route ids cannot
-#: contain parentheses, so the sentinel never collides with a real route.
-UNMATCHED_ROUTE = "(unmatched)"
-
 #: Label sets per process across all families. A route table of 50 rules
 #: with every method, status class and decision in use stays far below it.
 DEFAULT_MAX_SERIES = 5000
@@ -110,13 +105,8 @@ DEFAULT_BUCKETS = (
     10.0,
 )
 
-# RFC 9110 section 9 methods plus PATCH (RFC 5789). Anything else a client
-# invents is counted under OTHER.
-HTTP_METHODS = frozenset(
-    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
-)
 #: First digit of a status code to its class label.
-STATUS_CLASSES = {str(digit): f"{digit}xx" for digit in range(1, 6)}
+STATUS_CLASSES = {label[0]: label for label in _STATUS_CLASS_LABELS}
 _FREE_LABEL_CHARACTERS = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-"
 )

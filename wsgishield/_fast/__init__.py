@@ -18,7 +18,7 @@ from types import ModuleType
 
 __all__ = ["HAS_EXTENSIONS", "KERNELS", "NO_EXTENSIONS", "load_kernel"]
 
-KERNELS = ("address",)
+KERNELS = ("address", "tally")
 
 NO_EXTENSIONS = os.environ.get("WSGISHIELD_NO_EXTENSIONS", "") not in ("", "0")
 
