@@ -181,7 +181,7 @@ def paired_overhead(
     """Return the median over rounds of (variant - base) seconds per call.
 
     Each round times the two back to back, so both see the same noise from
-    the other core; the median of the per-round differences is steadier
+    the other core. The median of the per-round differences is steadier
     than the difference of two medians when the base itself costs ~45 us.
     """
     differences = []

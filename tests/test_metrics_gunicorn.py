@@ -2,9 +2,9 @@
 
 Four workers with ``max_requests`` of 40 serve a bounded loopback load from
 this test, so each worker is replaced dozens of times. The test checks what
-prometheus-client's plain multiprocess mode gets wrong: the metrics
-directory stays small, scrapes take no longer after the recycles than
-before, and the summed request counters equal the requests sent once the
+prometheus-client's plain multiprocess mode gets wrong. The metrics
+directory stays small, and scrapes take no longer after the recycles than
+before. The summed request counters equal the requests sent once the
 workers have written their values (every FLUSH_INTERVAL, and at exit).
 """
 

@@ -5,9 +5,9 @@ ROUTE_KEY = "wsgishield.route"
 DECISION_KEY = "wsgishield.decision"
 CLIENT_KEY = "wsgishield.client"
 
-#: What ``RequestTally.leave`` returns when it counted the request and the
-#: request also carries a decision or a client-address fallback reason,
-#: which the caller counts in their own families.
+#: The return value of ``RequestTally.leave`` for a counted request that
+#: also carries a decision or a client-address fallback reason, which the
+#: caller counts in their own families.
 MORE = 1
 
 #: The label value for every value outside a label's vocabulary.
