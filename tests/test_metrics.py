@@ -457,3 +457,31 @@ def test_cleaned_labels_stay_bounded(values: list[str]) -> None:
     for value in family.clean(values):
         assert value == metrics.OTHER or re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value)
     assert family.clean(values)[1] in {*metrics.DECISIONS, metrics.OTHER}
+
+
+def test_scrapes_during_archiving_never_change_totals(multiproc_dir: Path) -> None:
+    from wsgishield import multiprocess
+
+    key = '["app_jobs", "app_jobs_total", {}, "Jobs."]'
+    pids = range(7000, 7040)
+    for pid in pids:
+        mapped = multiprocess.MappedFile(str(multiproc_dir / f"counter_{pid}.db"))
+        mapped.append(key, 1.0)
+        mapped.close()
+    registry = metrics.MetricsRegistry()
+
+    def archive_all() -> None:
+        for pid in pids:
+            metrics.archive_dead_process(pid)
+
+    archiver = threading.Thread(target=archive_all)
+    archiver.start()
+    totals = set()
+    while archiver.is_alive():
+        for family in metrics.scrape_registry(registry).collect():
+            for sample in family.samples:
+                if sample.name == "app_jobs_total":
+                    totals.add(sample.value)
+    archiver.join()
+    assert totals <= {40.0}
+    assert metrics.multiprocess_file_count() == 1
