@@ -20,7 +20,7 @@ The latency runs until the application returns its response iterable, which
 for Flask is after the body is built. A streamed body's send time is not
 included.
 
-Requests for ``path`` (``/metrics``) are answered here and never counted.
+Requests for ``path`` (``/metrics``) are served here and never counted.
 
 .. warning::
 
