@@ -383,8 +383,9 @@ def test_strike_and_ban_events(caplog: pytest.LogCaptureFixture) -> None:
     ban = caplog.records[2].event  # type: ignore[attr-defined]
     assert ban["client.ip"] == "192.0.2.7"
     assert ban["labels.subject"] == "192.0.2.7/32"
-    assert ban["labels.ban_seconds"] == 600
-    assert ban["labels.offence"] == 1
+    # ECS labels are keywords, so numbers arrive as text.
+    assert ban["labels.ban_seconds"] == "600.0"
+    assert ban["labels.offence"] == "1"
     assert ban["event.reason"] == "status-401"
     assert ban["url.path"] == "/status/401"
 

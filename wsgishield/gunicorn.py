@@ -18,6 +18,20 @@ variable                        setting             default
 ``WSGISHIELD_MAX_REQUESTS``     ``max_requests``    10000 (0: never recycle)
 ==============================  ==================  ==========================
 
+Metrics and security events (see ``docs/observability.md``):
+
+``PROMETHEUS_MULTIPROC_DIR``
+    prometheus-client's multiprocess mode. The master empties the directory
+    at start (``on_starting``) and merges the files of every worker that
+    exits into one archive per metric type (``child_exit``), so the file
+    count and the scrape time stay bounded however often workers recycle.
+``WSGISHIELD_METRICS_PORT``, ``WSGISHIELD_METRICS_BIND``
+    a scrape listener in the master on this port (address ``127.0.0.1`` by
+    default), serving the merged values of every worker.
+``WSGISHIELD_EVENTS_LOG``
+    write the ``wsgishield.events`` loggers as ECS JSON lines to this file,
+    or to stderr with ``-``.
+
 Choices that differ from Gunicorn's defaults, and why:
 
 - ``secure_scheme_headers`` is empty: wsgishield resolves the scheme from
@@ -40,13 +54,18 @@ Choices that differ from Gunicorn's defaults, and why:
 
 from __future__ import annotations
 
+import logging
+import logging.handlers
 import multiprocessing
 import os
 import sys
 from typing import Any
 
+from . import multiprocess
+
 __all__ = [
     "bind",
+    "child_exit",
     "control_socket_disable",
     "forwarder_headers",
     "graceful_timeout",
@@ -57,11 +76,13 @@ __all__ = [
     "max_requests",
     "max_requests_jitter",
     "on_exit",
+    "on_starting",
     "secure_scheme_headers",
     "threads",
     "timeout",
     "when_ready",
     "worker_class",
+    "worker_exit",
     "worker_tmp_dir",
     "workers",
     "wsgi_app",
@@ -119,6 +140,81 @@ def when_ready(server: Any) -> None:
         print(
             f"wsgishield: serving {wsgi_app} on {listener}", file=sys.stderr, flush=True
         )
+    _start_metrics_listener(server)
+
+
+# --- Metrics and security events -----------------------------------------
+
+metrics_port = _integer("WSGISHIELD_METRICS_PORT", 0)
+metrics_bind = os.environ.get("WSGISHIELD_METRICS_BIND", "127.0.0.1")
+events_log = os.environ.get("WSGISHIELD_EVENTS_LOG", "")
+
+
+def on_starting(server: Any) -> None:
+    """Empty the metrics directory and attach the JSON event log, if configured."""
+    directory = os.environ.get(multiprocess.MULTIPROC_ENV)
+    if directory:
+        multiprocess.prepare_multiprocess_directory(directory)
+    if events_log:
+        _attach_events_log(events_log)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Write the exiting worker's last metric values before it is archived."""
+    from . import metrics
+
+    metrics.REGISTRY.flush()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Merge the metrics files of an exited worker into the archive."""
+    directory = os.environ.get(multiprocess.MULTIPROC_ENV)
+    if not directory:
+        return
+    try:
+        multiprocess.archive_dead_process(worker.pid, directory)
+    except (OSError, ValueError):
+        # A damaged file must not take the master down. The worker's files
+        # stay in place, where scrapes still read them.
+        server.log.exception("archiving the metrics of worker %s failed", worker.pid)
+
+
+def _start_metrics_listener(server: Any) -> None:
+    if not metrics_port:
+        return
+    if not os.environ.get(multiprocess.MULTIPROC_ENV):
+        server.log.warning(
+            "WSGISHIELD_METRICS_PORT is set but PROMETHEUS_MULTIPROC_DIR is not: "
+            "the master has no worker values to serve, so no listener was started"
+        )
+        return
+    from . import metrics
+
+    metrics.start_exposition_server(metrics_port, metrics_bind)
+    print(
+        f"wsgishield: serving metrics on {metrics_bind}:{metrics_port}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _attach_events_log(target: str) -> None:
+    # Imported here: wsgishield.logging pulls in msgspec, which a plain
+    # Gunicorn config import does not need.
+    from .logging import EcsJsonFormatter
+
+    handler: logging.Handler
+    if target == "-":
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        # Reopens the file after logrotate moves it.
+        handler = logging.handlers.WatchedFileHandler(target, encoding="utf-8")
+    handler.setFormatter(EcsJsonFormatter())
+    logger = logging.getLogger("wsgishield.events")
+    logger.addHandler(handler)
+    # Access records are logged at INFO, which the root logger's default
+    # WARNING level would drop.
+    logger.setLevel(logging.INFO)
 
 
 def on_exit(server: Any) -> None:

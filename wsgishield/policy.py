@@ -35,6 +35,7 @@ __all__ = [
     "JwksSettings",
     "LimitRule",
     "LimitsPolicy",
+    "MetricsPolicy",
     "Policy",
     "RedisSettings",
     "RequestPolicy",
@@ -569,6 +570,26 @@ class LimitsPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
     breaker_failures: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
     #: Seconds the breaker stays open before one probe request may pass.
     breaker_reset_seconds: Annotated[float, msgspec.Meta(ge=0.05, le=300)] = 2.0
+class MetricsPolicy(msgspec.Struct, **_STRUCT_OPTIONS):
+    """Prometheus metrics and their scrape endpoint (see
+    :mod:`wsgishield.middleware.metrics`)."""
+
+    #: Path of the scrape endpoint the shield serves itself. Scrapes are
+    #: never counted in the request metrics.
+    path: Annotated[str, msgspec.Meta(pattern=r"^/[!-~]{0,255}$")] = "/metrics"
+    #: CIDRs or presets (``loopback``, ``private``) whose clients may scrape
+    #: ``path``; others get 404. Empty: the shield serves no scrape endpoint,
+    #: and scrapes go to the listener ``wsgishield.gunicorn`` starts on
+    #: ``WSGISHIELD_METRICS_PORT``.
+    allow: list[str] = []
+    #: Label sets per process across all wsgishield metrics; new ones beyond
+    #: this are dropped and counted.
+    max_series: Annotated[int, msgspec.Meta(ge=100, le=1_000_000)] = 5000
+    #: Share of allowed requests logged as access events (0 to 1).
+    access_log_sample: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
+    #: Also expose prometheus-client's default registry (process and Python
+    #: metrics) when not in multiprocess mode.
+    include_default_registry: bool = True
 
 
 class RouteRule(msgspec.Struct, **_STRUCT_OPTIONS):
@@ -614,6 +635,8 @@ class Policy(msgspec.Struct, **_STRUCT_OPTIONS):
     headers: HeadersPolicy | None = None
     #: Prefix of every problem ``type`` URI.
     problem_type_base: str = PROBLEM_TYPE_BASE
+    #: Prometheus metrics and the scrape endpoint; ``None`` turns them off.
+    metrics: MetricsPolicy | None = None
 
 
 PolicySource = str | Path | Mapping[str, Any] | Policy | None

@@ -21,6 +21,7 @@ from .middleware import (
     AuthMiddleware,
     CacheMiddleware,
     ClientAddressMiddleware,
+    MetricsMiddleware,
     RateLimitMiddleware,
     RequestLimitsMiddleware,
     RouteMiddleware,
@@ -46,6 +47,7 @@ class _Layer(Protocol):
 LAYERS: tuple[type[_Layer], ...] = (
     ClientAddressMiddleware,
     RouteMiddleware,
+    MetricsMiddleware,
     SecurityHeadersMiddleware,
     AccessMiddleware,
     RequestLimitsMiddleware,

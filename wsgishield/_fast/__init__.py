@@ -18,7 +18,15 @@ from types import ModuleType
 
 __all__ = ["HAS_EXTENSIONS", "KERNELS", "NO_EXTENSIONS", "load_kernel"]
 
-KERNELS = ("address", "cidr", "gcra", "headerscan", "jsonscan", "shm")
+KERNELS = (
+    "address",
+    "cidr",
+    "gcra",
+    "headerscan",
+    "jsonscan",
+    "shm",
+    "tally",
+)
 
 NO_EXTENSIONS = os.environ.get("WSGISHIELD_NO_EXTENSIONS", "") not in ("", "0")
 

@@ -13,6 +13,7 @@ from .auth import AuthMiddleware
 from .cache import CacheMiddleware
 from .client import ClientAddressMiddleware
 from .headers import SecurityHeadersMiddleware
+from .metrics import MetricsMiddleware
 from .ratelimit import RateLimitMiddleware
 from .request import RequestLimitsMiddleware
 from .routes import RouteMiddleware
@@ -22,6 +23,7 @@ __all__ = [
     "AuthMiddleware",
     "CacheMiddleware",
     "ClientAddressMiddleware",
+    "MetricsMiddleware",
     "RateLimitMiddleware",
     "RequestLimitsMiddleware",
     "RouteMiddleware",
