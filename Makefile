@@ -1,6 +1,7 @@
 # make run: start the example API under Gunicorn behind the shield.
 # make test: run the whole test suite (both commands set up a fresh machine).
-# make bench: run the benchmarks in bench/ (not part of the test suite).
+# make bench: run the benchmarks in bench/ (not part of the test suite),
+#   both the pytest-benchmark tables and the interleaved ratio tests.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -17,7 +18,7 @@ test: bootstrap
 	./scripts/test.sh
 
 bench: bootstrap
-	$(PY) -m pytest bench --benchmark-only -q --benchmark-columns=min,median,mean,ops
+	$(PY) -m pytest bench -q -s --benchmark-columns=min,median,mean,ops
 
 lint: bootstrap
 	$(VENV)/bin/ruff check wsgishield tests bench app_example
