@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
-# Run the whole suite with the compiled kernels, then the kernel and
-# resolver tests again with the pure-Python twins selected, the way a build
-# without a C compiler runs.
+# Run the whole suite with the compiled kernels, then again with the
+# pure-Python twins selected, the way a build without a C compiler runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${VENV:-.venv}/bin/python
 
 "$PY" -m pytest "$@"
-WSGISHIELD_NO_EXTENSIONS=1 "$PY" -m pytest -q -p no:randomly \
-    tests/test_address_kernel.py tests/test_client.py tests/test_shield.py
+WSGISHIELD_NO_EXTENSIONS=1 "$PY" -m pytest -q "$@"
