@@ -16,7 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests.support.tokens import ISSUER, SECRET, claims, hs256
 from wsgishield import context
-from wsgishield.auth import MemoryRevocationStore, Profile, Requirement, StaticKeySet, Verifier
+from wsgishield.auth import (
+    MemoryRevocationStore,
+    Profile,
+    Requirement,
+    StaticKeySet,
+    Verifier,
+)
 from wsgishield.auth.keys import bind_hmac_secret, bind_public_key
 from wsgishield.middleware import AuthMiddleware
 from wsgishield.routes import Route

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from tests.cache_helpers import CountingApp, FakeClock, build, json_body
-from tests.support.servers import RedisServer, free_port
 from tests.support.cache_wsgi import call, make_environ
+from tests.support.servers import RedisServer, free_port
 from wsgishield.cache.redis import RedisStore
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

@@ -9,7 +9,6 @@ from flask import Flask
 
 from app_example.app import create_app
 
-
 DEMO_PASSWORD = "example-test-password"
 
 

@@ -16,8 +16,8 @@ from tests.cache_helpers import (
     json_body,
     make_store,
 )
-from tests.support.servers import RedisServer
 from tests.support.cache_wsgi import call, make_environ
+from tests.support.servers import RedisServer
 from wsgishield import Shield, context, events
 
 JSON = [("Content-Type", "application/json")]

@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from tests.cache_helpers import CountingApp, FakeClock, build, json_body
-from tests.support.servers import RedisServer
 from tests.support.cache_wsgi import call
+from tests.support.servers import RedisServer
 from wsgishield.cache.entry import Entry, VaryMarker, decode, encode
 from wsgishield.cache.memory import ENTRY_OVERHEAD, MemoryStore
 from wsgishield.cache.redis import RedisStore

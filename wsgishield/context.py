@@ -10,8 +10,8 @@ from collections.abc import MutableMapping
 from typing import Any, NamedTuple
 
 __all__ = [
-    "CACHE",
     "BODY",
+    "CACHE",
     "CLIENT",
     "CLIENT_IP",
     "DECISION",

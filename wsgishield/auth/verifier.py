@@ -527,9 +527,8 @@ class Verifier:
         if type(audience) is str:
             if audience in profile.audiences:
                 return
-        elif type(audience) is list:
-            if any(
-                type(item) is str and item in profile.audiences for item in audience
-            ):
-                return
+        elif type(audience) is list and any(
+            type(item) is str and item in profile.audiences for item in audience
+        ):
+            return
         raise _reject("wrong-audience", "The token audience is not accepted.")
