@@ -369,6 +369,11 @@ class CacheMiddleware:
                 return "authorization"
             if "HTTP_COOKIE" in environ:
                 return "cookie"
+            # A credential the auth layer already consumed, such as a
+            # query-string token it removed from QUERY_STRING, leaves no
+            # header behind, but its identity may shape the response.
+            if environ.get(context.IDENTITY) is not None:
+                return "identity"
         if "HTTP_RANGE" in environ:
             return "range"
         return ""
@@ -607,6 +612,7 @@ class CacheMiddleware:
             # makes sure it cannot, even through a scan the detector misses.
             app_environ.pop("HTTP_AUTHORIZATION", None)
             app_environ.pop("HTTP_COOKIE", None)
+            app_environ.pop(context.IDENTITY, None)
 
         query = environ.get("QUERY_STRING", "")
         if query and (self.keys.drop_exact or self.keys.drop_prefixes):
