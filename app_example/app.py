@@ -127,6 +127,8 @@ def _credentials(payload: Any, *names: str) -> tuple[str, ...] | None:
             return None
         values.append(value)
     return tuple(values)
+
+
 def purge_item_lists() -> None:
     """Drop the cached pages of ``GET /items`` after a write.
 
@@ -142,6 +144,7 @@ def create_app(policy: str | os.PathLike[str] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     database = Database()
     tokens = TokenService()
+    tokens.claim_once = database.claim_refresh_token
 
     def json_body() -> Any:
         try:

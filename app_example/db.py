@@ -29,6 +29,15 @@ CREATE TABLE IF NOT EXISTS items (
 )
 """
 
+# Refresh tokens already exchanged, by jti, so each is used once across
+# every worker and host that shares the database.
+_USED_TOKENS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS used_refresh_tokens (
+    jti TEXT PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+)
+"""
+
 
 class Database:
     """A minimal repository of items over SQLite or PostgreSQL."""
@@ -73,6 +82,7 @@ class Database:
         )
         with self.connection() as connection:
             connection.execute(_SCHEMA.format(id_type=id_type))
+            connection.execute(_USED_TOKENS_SCHEMA)
 
     def _enable_wal(self) -> None:
         """Switch the SQLite file to WAL mode, so readers in other workers
@@ -134,6 +144,22 @@ class Database:
 
     def count_items(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM items")[0][0])
+
+    def claim_refresh_token(self, jti: str, expires_at: int) -> bool:
+        """Record ``jti`` as used; return ``False`` if it was used before.
+
+        One INSERT decides, so two workers racing with the same token cannot
+        both win. Rows of expired tokens are deleted on the way.
+        """
+        self._query(
+            "DELETE FROM used_refresh_tokens WHERE expires_at < ?", (int(time.time()),)
+        )
+        rows = self._query(
+            "INSERT INTO used_refresh_tokens (jti, expires_at) VALUES (?, ?)"
+            " ON CONFLICT (jti) DO NOTHING RETURNING jti",
+            (jti, expires_at),
+        )
+        return bool(rows)
 
 
 def _item(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,10 @@ class TokenService:
             .decode()
         )
         self.password = environ.get(PASSWORD_VARIABLE) or None
+        # Set by the app to a function that records a refresh token's jti
+        # once and returns False for a second use. The revocation store
+        # below also refuses reuse, but the memory store is per process.
+        self.claim_once: Callable[[str, int], bool] | None = None
         # Refresh tokens are checked here, not by the shield. A used one is
         # revoked so it cannot be replayed: in the shield's store when it is
         # given (shared through Redis when configured), else in this process.
@@ -160,7 +165,9 @@ class TokenService:
         if self.password is None or username not in USERS:
             return False
         expected = hashlib.sha256(self.password.encode()).digest()
-        given = hashlib.sha256(password.encode()).digest()
+        # JSON escapes can carry lone surrogates, which UTF-8 cannot encode;
+        # "surrogatepass" hashes them instead of raising.
+        given = hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest()
         return hmac.compare_digest(expected, given)
 
     def issue(self, username: str) -> dict[str, Any]:
@@ -193,10 +200,13 @@ class TokenService:
         identity = self.refresh_verifier.verify(token)
         if identity.subject not in USERS:
             raise TokenError("unknown-subject", "The token subject is unknown.")
-        if identity.token_id is not None and identity.expires_at is not None:
-            self.used_refresh_tokens.revoke_token(
-                identity.token_id, identity.expires_at
-            )
+        if identity.token_id is None or identity.expires_at is None:
+            raise TokenError("missing-claims", "The token lacks jti or exp.")
+        if self.claim_once is not None and not self.claim_once(
+            identity.token_id, int(identity.expires_at)
+        ):
+            raise TokenError("token-reused", "The refresh token was already used.")
+        self.used_refresh_tokens.revoke_token(identity.token_id, identity.expires_at)
         return self.issue(identity.subject)
 
     def _sign(self, claims: dict[str, Any], typ: str) -> str:

@@ -172,3 +172,15 @@ def test_refresh_cloudflare_errors_exit_2(
         str(tmp_path / output),
     )
     assert status == 2
+
+
+@pytest.mark.parametrize(
+    ("v4", "v6"),
+    [("0.0.0.0/0\n", "2400:cb00::/32\n"), ("173.245.48.0/20\n", "::/0\n")],
+    ids=["ipv4-everything", "ipv6-everything"],
+)
+def test_refresh_cloudflare_rejects_broad_ranges(tmp_path: Path, v4: str, v6: str) -> None:
+    (tmp_path / "v4").write_text(v4)
+    (tmp_path / "v6").write_text(v6)
+    status, _ = run("refresh-cloudflare", str(tmp_path / "v4"), str(tmp_path / "v6"), "--output", str(tmp_path / "out"))
+    assert status == 2

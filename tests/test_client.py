@@ -441,3 +441,12 @@ def test_trusted_entry_errors_name_index(entries: list[str], key: str) -> None:
     with pytest.raises(ConfigurationError) as raised:
         ClientAddressResolver(trusted_proxies=entries)
     assert raised.value.key == key
+
+
+def test_broad_cloudflare_ranges_file_rejected(tmp_path: Any) -> None:
+    ranges = tmp_path / "cloudflare.txt"
+    ranges.write_text("173.245.48.0/20\n0.0.0.0/0\n")
+    with pytest.raises(ConfigurationError) as raised:
+        ClientAddressResolver(trusted_proxies=["cloudflare"], source="cf-connecting-ip", cloudflare_ranges=str(ranges))
+    assert raised.value.key == "client.cloudflare_ranges"
+    assert raised.value.value == "0.0.0.0/0"

@@ -30,7 +30,7 @@ CONFIG = str(REPOSITORY / "deploy" / "gunicorn.conf.py")
 def nginx_config(directory: Path, port: int, upstreams: list[int]) -> Path:
     """Write a main nginx.conf that includes the deploy site on test ports."""
     site = SITE.read_text()
-    site = site.replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{port};")
+    site = site.replace("listen 127.0.0.1:8080", f"listen 127.0.0.1:{port}")
     site = site.replace("server 127.0.0.1:8000 ", f"server 127.0.0.1:{upstreams[0]} ")
     site = site.replace("server 127.0.0.1:8001 ", f"server 127.0.0.1:{upstreams[1]} ")
     (directory / "site.conf").write_text(site)
@@ -163,3 +163,10 @@ def test_one_instance_down_still_serves(
     servers[0].stop()
     for _ in range(10):
         assert get_json(port, "/health") == {"status": "ok"}
+
+
+def test_unknown_host_closed_without_reply(stack: tuple[int, list[GunicornServer]]) -> None:
+    port, _ = stack
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"GET /health HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        assert connection.recv(65536) == b""

@@ -153,3 +153,26 @@ def test_key_generated_once(app: Flask, tmp_path: Path) -> None:
     key = tmp_path / "jwt.pem"
     if key.exists():
         assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_refresh_reuse_blocked_across_workers(app: Flask) -> None:
+    """A second app on the same database stands in for another Gunicorn
+    worker, whose in-memory revocation store knows nothing of the first use."""
+    other_worker = create_app()
+    tokens = login(app.test_client(), "alice")
+    body = {"refresh_token": tokens["refresh_token"]}
+
+    first = app.test_client().post("/auth/refresh", json=body)
+    second = other_worker.test_client().post("/auth/refresh", json=body)
+
+    assert first.status_code == 200
+    assert second.status_code == 401
+
+
+def test_login_lone_surrogate_password(app: Flask) -> None:
+    response = app.test_client().post(
+        "/auth/login",
+        data=b'{"username": "alice", "password": "\\ud800"}',
+        content_type="application/json",
+    )
+    assert response.status_code == 401

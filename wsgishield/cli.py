@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 from . import __version__, context
 from ._fast import HAS_EXTENSIONS
+from .client import MIN_CLOUDFLARE_PREFIX_V4, MIN_CLOUDFLARE_PREFIX_V6
 from .errors import ConfigurationError
 from .networks import parse_network
 from .shield import Shield
@@ -262,12 +263,19 @@ def _read_ranges(key: str, path: str, version: int) -> list[str]:
         if not text:
             continue
         try:
-            parsed_version = parse_network(text)[0]
+            parsed_version, _, prefix = parse_network(text)
         except ValueError as exc:
             raise ConfigurationError(f"{path}:{number}", text, str(exc)) from exc
         if parsed_version != version:
             raise ConfigurationError(
                 f"{path}:{number}", text, f"expected an IPv{version} network"
+            )
+        shortest = (
+            MIN_CLOUDFLARE_PREFIX_V4 if version == 4 else MIN_CLOUDFLARE_PREFIX_V6
+        )
+        if prefix < shortest:
+            raise ConfigurationError(
+                f"{path}:{number}", text, "too broad for a Cloudflare edge range"
             )
         ranges.append(text)
     return ranges

@@ -70,6 +70,11 @@ SOURCES: dict[str, str] = {
 #: Reasons for using a trusted peer's own address instead of its header.
 REASONS = ("missing", "invalid", "short-chain")
 
+# Shortest prefixes accepted in a Cloudflare ranges file: an eighth of the
+# IPv4 space and a /16 of IPv6 are far broader than any edge range.
+MIN_CLOUDFLARE_PREFIX_V4 = 8
+MIN_CLOUDFLARE_PREFIX_V6 = 16
+
 # nginx's default large_client_header_buffers allows 8 KiB per header line, so
 # a longer forwarding header did not come through a default nginx.
 DEFAULT_MAX_HEADER_BYTES = 8192
@@ -157,6 +162,7 @@ class ClientAddressResolver:
         networks = expand_presets(trusted_proxies, cloudflare)
         self.trusted = _network_set("client.trusted_proxies", networks)
         self.cloudflare = _network_set("client.cloudflare_ranges", cloudflare)
+        _check_cloudflare_ranges(cloudflare)
         self.source = source
         self.hops = hops
         self.max_header_bytes = max_header_bytes
@@ -426,6 +432,22 @@ def _check_trusted_entries(entries: list[str]) -> None:
                 entry,
                 "a /0 network trusts every peer, so any client could choose its "
                 "own address; list the networks your proxies connect from",
+            )
+
+
+def _check_cloudflare_ranges(ranges: Iterable[str]) -> None:
+    # Cloudflare's shortest published prefixes are /13 (IPv4) and /29
+    # (IPv6). A much shorter one in the file, such as a /0, would turn
+    # CF-Connecting-IP into a header any peer may set.
+    for entry in ranges:
+        version, _, prefix = parse_network(entry)
+        if prefix < (
+            MIN_CLOUDFLARE_PREFIX_V4 if version == 4 else MIN_CLOUDFLARE_PREFIX_V6
+        ):
+            raise ConfigurationError(
+                "client.cloudflare_ranges",
+                entry,
+                "too broad for a Cloudflare edge range; check the ranges file",
             )
 
 
