@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--scheme", default="http", choices=("http", "https"), help="wsgi.url_scheme"
     )
+    explain.add_argument(
+        "--data",
+        metavar="TEXT",
+        help="request body, sent as UTF-8 with its Content-Length; set the "
+        "Content-Type with --header",
+    )
     explain.set_defaults(command=_explain)
 
     refresh = commands.add_parser(
@@ -138,8 +144,18 @@ def _check(arguments: argparse.Namespace, out: TextIO) -> int:
         print("routes: none", file=out)
     for route in shield.routes.routes:
         methods = ",".join(sorted(route.methods)) or "*"
-        print(f"route {route.id}: {methods} {route.pattern}", file=out)
+        settings = _route_settings(route.rule)
+        print(f"route {route.id}: {methods} {route.pattern}{settings}", file=out)
     return 0
+
+
+_ROUTE_SETTINGS = ("access", "request", "auth", "limits", "cache", "headers")
+
+
+def _route_settings(rule: Any) -> str:
+    """Describe which layers a route rule configures, such as ``[auth, cache]``."""
+    names = [name for name in _ROUTE_SETTINGS if getattr(rule, name, None) is not None]
+    return f" [{', '.join(names)}]" if names else ""
 
 
 def _explain(arguments: argparse.Namespace, out: TextIO) -> int:
@@ -186,6 +202,7 @@ def _describe(layer: str, detail: Any) -> str:
 
 def _environ(arguments: argparse.Namespace) -> dict[str, Any]:
     path, _, query = arguments.path.partition("?")
+    body = (arguments.data or "").encode("utf-8")
     environ: dict[str, Any] = {
         "REQUEST_METHOD": arguments.method.upper(),
         "SCRIPT_NAME": "",
@@ -197,12 +214,14 @@ def _environ(arguments: argparse.Namespace) -> dict[str, Any]:
         "REMOTE_ADDR": arguments.peer,
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": arguments.scheme,
-        "wsgi.input": io.BytesIO(b""),
+        "wsgi.input": io.BytesIO(body),
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": False,
         "wsgi.multiprocess": False,
         "wsgi.run_once": True,
     }
+    if arguments.data is not None:
+        environ["CONTENT_LENGTH"] = str(len(body))
     for header in arguments.header:
         name, colon, value = header.partition(":")
         if not colon or not name.strip():
