@@ -32,7 +32,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .. import context, events
+from .. import context, events, metrics
 from .._fast.address import parse_address
 from ..access import AccessList, Verdict
 from ..bans import Bans
@@ -74,6 +74,7 @@ class AccessMiddleware:
         bans: BanPolicy | Bans | None = None,
         redis: RedisSettings | None = None,
         problem_type_base: str = PROBLEM_TYPE_BASE,
+        registry: metrics.MetricsRegistry | None = None,
     ) -> None:
         self.app = app
         self.lists: AccessList | None = None
@@ -101,9 +102,24 @@ class AccessMiddleware:
         if bans is None or isinstance(bans, Bans):
             self.bans = bans
         else:
-            self.bans = Bans.from_policy(bans, redis)
+            self.bans = Bans.from_policy(bans, redis, registry=registry)
         self.ban_status = 403 if bans is None or isinstance(bans, Bans) else bans.status
         self.flood_limiter = events.EventLimiter(per_second=FLOOD_EVENTS_PER_SECOND)
+
+        # Counting is on when a registry is given; from_policy gives one
+        # when the policy has a [metrics] section. Denials are counted by
+        # the metrics layer, from the decision this layer records.
+        self._strikes: metrics.Counts | None = None
+        self._bans_started: metrics.Counts | None = None
+        if registry is not None and self.bans is not None:
+            self._strikes = metrics.Counts(
+                registry.ban_strikes,
+                [
+                    "trap-path",
+                    *(f"status-{code}" for code in self.bans.strike_statuses),
+                ],
+            )
+            self._bans_started = metrics.Counts(registry.bans, [()])
 
         self.denied = Problem(
             403,
@@ -139,6 +155,7 @@ class AccessMiddleware:
             bans=policy.bans,
             redis=policy.redis,
             problem_type_base=policy.problem_type_base,
+            registry=metrics.REGISTRY if policy.metrics is not None else None,
         )
 
     def __call__(
@@ -277,6 +294,8 @@ class AccessMiddleware:
         weight: int,
     ) -> None:
         subject, ban = bans.strike(client.version, client.value, weight)
+        if self._strikes is not None:
+            self._strikes.inc(reason, weight)
         fields = _fields(environ, client, route)
         fields["event.reason"] = reason
         fields["labels.subject"] = subject
@@ -287,6 +306,8 @@ class AccessMiddleware:
         )
         if ban is None:
             return
+        if self._bans_started is not None:
+            self._bans_started.inc(())
         fields["labels.ban_seconds"] = round(ban.seconds, 3)
         fields["labels.offence"] = ban.offence
         events.emit("access", "ban", fields, client=subject)
