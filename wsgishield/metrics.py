@@ -1,11 +1,13 @@
 """Prometheus metrics with bounded labels, cheap enough for every request.
 
 Every layer counts what it decides through the families defined at the end
-of this module, for example::
+of this module. A layer turns the label sets it uses into slots once, in its
+constructor, so an event on the request path only adds to a slot::
 
     from wsgishield import metrics
 
-    metrics.JWT_FAILURES.inc("expired")
+    failures = metrics.Counts(registry.jwt_failures, ["expired", "revoked"])
+    failures.inc("expired")
 
 Label values are bounded in three ways, because one scanner must not be able
 to create a series per request:
@@ -489,6 +491,7 @@ class MetricsRegistry:
     breaker_state: Family
     breaker_transitions: Family
     cache_lookups: Family
+    access_denials: Family
     ban_strikes: Family
     bans: Family
     jwt_failures: Family
@@ -797,7 +800,13 @@ def _define_standard_families(registry: MetricsRegistry) -> None:
         "wsgishield_cache_lookups",
         "Response cache lookups by route, result and reason.",
         ["route", "result", "reason"],
-        vocabularies={"result": ("hit", "miss", "stale", "bypass", "stored")},
+        vocabularies={"result": ("hit", "miss", "stale", "bypass")},
+    )
+    registry.access_denials = registry.counter(
+        "wsgishield_access_denials",
+        "Requests denied by an access list, by list and reason.",
+        ["list", "reason"],
+        vocabularies={"reason": ("deny-list", "not-allowed")},
     )
     registry.ban_strikes = registry.counter(
         "wsgishield_ban_strikes",
@@ -850,6 +859,7 @@ STORE_ERRORS = REGISTRY.store_errors
 BREAKER_STATE = REGISTRY.breaker_state
 BREAKER_TRANSITIONS = REGISTRY.breaker_transitions
 CACHE_LOOKUPS = REGISTRY.cache_lookups
+ACCESS_DENIALS = REGISTRY.access_denials
 BAN_STRIKES = REGISTRY.ban_strikes
 BANS = REGISTRY.bans
 JWT_FAILURES = REGISTRY.jwt_failures

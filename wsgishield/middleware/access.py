@@ -107,10 +107,23 @@ class AccessMiddleware:
         self.flood_limiter = events.EventLimiter(per_second=FLOOD_EVENTS_PER_SECOND)
 
         # Counting is on when a registry is given; from_policy gives one
-        # when the policy has a [metrics] section. Denials are counted by
-        # the metrics layer, from the decision this layer records.
+        # when the policy has a [metrics] section.
+        self._denials: metrics.Counts | None = None
         self._strikes: metrics.Counts | None = None
         self._bans_started: metrics.Counts | None = None
+        if registry is not None:
+            scopes = [lists.key for lists in self.route_lists.values()]
+            if self.lists is not None:
+                scopes.append(self.lists.key)
+            self._denials = metrics.Counts(
+                registry.access_denials,
+                [
+                    (scope, reason)
+                    for scope in scopes
+                    for reason in ("deny-list", "not-allowed")
+                ],
+                _denial_labels,
+            )
         if registry is not None and self.bans is not None:
             self._strikes = metrics.Counts(
                 registry.ban_strikes,
@@ -224,6 +237,8 @@ class AccessMiddleware:
         reason = "deny-list" if rule is not None else "not-allowed"
         rule_id = rule.id if rule is not None else f"{verdict.scope}.allow"
         context.record_decision(environ, "access", "denied-cidr", reason, rule_id)
+        if self._denials is not None:
+            self._denials.inc((verdict.scope, reason))
         fields = _fields(environ, client, route)
         fields["event.reason"] = reason
         fields["rule.id"] = rule_id
@@ -311,6 +326,13 @@ class AccessMiddleware:
         fields["labels.ban_seconds"] = round(ban.seconds, 3)
         fields["labels.offence"] = ban.offence
         events.emit("access", "ban", fields, client=subject)
+
+
+def _denial_labels(key: tuple[str, str]) -> tuple[str, str]:
+    # The list label is the scope without brackets, which labels may not
+    # hold: "access", or "routes.items.access" for routes[items].access.
+    scope, reason = key
+    return scope.replace("[", ".").replace("]", ""), reason
 
 
 def _peer_client(environ: WSGIEnvironment) -> ClientAddress:
