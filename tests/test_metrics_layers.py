@@ -428,3 +428,44 @@ def test_layers_count_nothing_without_metrics_section() -> None:
     for _ in range(3):
         call(shield, "/page", remote_addr="127.0.0.1")
     assert {name: family_values(name) for name in families} == before
+
+
+# --- Counts ------------------------------------------------------------------------
+
+
+def test_counts_adds_to_given_and_late_keys() -> None:
+    registry = metrics.MetricsRegistry()
+    counts = metrics.Counts(registry.jwt_failures, ["expired"])
+    counts.inc("expired")
+    counts.inc("revoked", 2.0)
+    assert registry.value(registry.jwt_failures, "expired") == 1.0
+    assert registry.value(registry.jwt_failures, "revoked") == 2.0
+
+
+def test_counts_bounds_late_keys() -> None:
+    registry = metrics.MetricsRegistry()
+    counts = metrics.Counts(registry.jwt_failures)
+    counts.inc("not a label/value")
+    assert registry.value(registry.jwt_failures, metrics.OTHER) == 1.0
+
+
+def test_counts_skip_dropped_series() -> None:
+    registry = metrics.MetricsRegistry(max_series=1)
+    counts = metrics.Counts(registry.jwt_failures, ["expired", "revoked"])
+    counts.inc("expired")
+    counts.inc("revoked")
+    # Dropped once, when the constructor asked for the slot.
+    dropped = registry.value(registry.dropped, "wsgishield_jwt_failures")
+    assert dropped == 1.0
+    assert registry.value(registry.jwt_failures, "expired") == 1.0
+    assert registry.value(registry.jwt_failures, "revoked") == 0.0
+
+
+def test_counts_follow_store_after_fork() -> None:
+    registry = metrics.MetricsRegistry()
+    counts = metrics.Counts(registry.jwt_failures, ["expired"])
+    counts.inc("expired")
+    # A forked child starts from a fresh store; counts must land there.
+    registry.reset_after_fork()
+    counts.inc("expired")
+    assert registry.value(registry.jwt_failures, "expired") == 1.0
