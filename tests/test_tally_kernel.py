@@ -167,7 +167,8 @@ def test_leave_counts_into_bucket(
     assert lock.taken == 2
 
 
-def test_leave_asks_for_decision_and_fallback(tally_module: Any) -> None:
+def test_leave_asks_for_decision_only(tally_module: Any) -> None:
+    # The client-address layer counts its own fallbacks.
     class Client:
         reason: str | None = "missing"
 
@@ -184,7 +185,7 @@ def test_leave_asks_for_decision_and_fallback(tally_module: Any) -> None:
     plain = {**environ(), context.CLIENT: trusted}
 
     assert tally.leave(values, CountingLock(), banned, "403 Forbidden", 0.5) == 1
-    assert tally.leave(values, CountingLock(), fallback, "200 OK", 0.5) == 1
+    assert tally.leave(values, CountingLock(), fallback, "200 OK", 0.5) is None
     assert tally.leave(values, CountingLock(), plain, "200 OK", 0.5) is None
     assert tally_module.MORE == 1
     assert values[1] == 3.0

@@ -45,6 +45,7 @@ from .routes import compile_pattern, normalize_path
 from .stores.redis import hash_tagged
 
 if TYPE_CHECKING:
+    from .metrics import MetricsRegistry
     from .policy import BanPolicy
 
 __all__ = [
@@ -242,6 +243,7 @@ class RedisBanStore:
         sync_interval: float = 0.5,
         max_clients: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        registry: MetricsRegistry | None = None,
     ) -> None:
         self.client = client
         self.timing = timing
@@ -258,6 +260,8 @@ class RedisBanStore:
         self._retry_at = 0.0
         self._logged_at = -60.0
         self._sync_lock = threading.Lock()
+        # Failures by kind in wsgishield_store_errors_total{store="bans"}.
+        self.registry = registry
 
     def ban_left(self, subject: Subject) -> float | None:
         if self.clock() >= self._next_sync:
@@ -358,6 +362,8 @@ class RedisBanStore:
             raise StoreError(f"Redis ban store failed: {exc}") from exc
 
     def _failed(self, action: str, exc: StoreError) -> None:
+        if self.registry is not None:
+            self.registry.store_errors.inc("bans", exc.kind)
         now = self.clock()
         self._retry_at = now + REDIS_RETRY_SECONDS
         # One log line per minute of outage, not one per request.
@@ -446,8 +452,12 @@ class Bans:
         redis: Any = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        registry: MetricsRegistry | None = None,
     ) -> Bans:
-        """Build the rules and the store; ``redis`` is the policy's Redis section."""
+        """Build the rules and the store; ``redis`` is the policy's Redis section.
+
+        A Redis store counts its failures in ``registry`` when one is given.
+        """
         timing = _Timing(
             policy.threshold,
             policy.window,
@@ -477,6 +487,7 @@ class Bans:
                 sync_interval=policy.sync_interval,
                 max_clients=policy.max_clients,
                 clock=clock,
+                registry=registry,
             )
         else:
             store = MemoryBanStore(timing, max_clients=policy.max_clients, clock=clock)

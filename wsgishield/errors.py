@@ -11,7 +11,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["ConfigurationError", "StoreError", "WsgiShieldError", "redact_credentials"]
+__all__ = [
+    "STORE_ERROR_KINDS",
+    "ConfigurationError",
+    "StoreError",
+    "WsgiShieldError",
+    "redact_credentials",
+]
 
 
 class WsgiShieldError(Exception):
@@ -43,5 +49,39 @@ def redact_credentials(text: str) -> str:
     return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
+#: Values of :attr:`StoreError.kind`, the ``error`` label of
+#: ``wsgishield_store_errors_total``.
+STORE_ERROR_KINDS = (
+    "breaker-open",
+    "connection",
+    "timeout",
+    "readonly",
+    "reply",
+    "error",
+)
+
+
 class StoreError(WsgiShieldError):
-    """A shared store (Redis) failed, timed out or returned garbage."""
+    """A shared store (Redis) failed, timed out or returned garbage.
+
+    ``kind`` is one of :data:`STORE_ERROR_KINDS`. Unless the raiser names
+    it, it comes from the wrapped exception (``raise ... from exc``): a
+    timeout or a connection failure, else ``error``.
+    """
+
+    def __init__(self, message: str, *, kind: str | None = None) -> None:
+        super().__init__(message)
+        self._kind = kind
+
+    @property
+    def kind(self) -> str:
+        if self._kind is not None:
+            return self._kind
+        # By class name as well, because redis-py's TimeoutError and
+        # ConnectionError do not derive from the built-in ones.
+        for cause in type(self.__cause__).__mro__:
+            if cause is TimeoutError or cause.__name__ == "TimeoutError":
+                return "timeout"
+            if cause is ConnectionError or cause.__name__ == "ConnectionError":
+                return "connection"
+        return "error"

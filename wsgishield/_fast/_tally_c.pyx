@@ -8,7 +8,6 @@ Flask app from about 3.8 us to about 2.5 us per request.
 
 from ._tally_common import (
     ALLOWED,
-    CLIENT_KEY,
     DECISION_KEY,
     MORE,
     HTTP_METHODS,
@@ -24,7 +23,6 @@ COMPILED = True
 
 cdef str _ROUTE_KEY = ROUTE_KEY
 cdef str _DECISION_KEY = DECISION_KEY
-cdef str _CLIENT_KEY = CLIENT_KEY
 cdef object _MORE = MORE
 cdef str _OTHER = OTHER
 cdef str _UNMATCHED_ROUTE = UNMATCHED_ROUTE
@@ -60,13 +58,13 @@ cdef class RequestTally:
         """Count a finished request and its duration, and leave the gauge.
 
         Returns ``None`` when that is all, ``MORE`` when the request also
-        carries a decision or a client-address fallback, or the label set
-        when ``table`` has no slots for it yet. Nothing is counted in the
-        last case; the caller adds the slots and calls again.
+        carries a decision, or the label set when ``table`` has no slots
+        for it yet. Nothing is counted in the last case; the caller adds
+        the slots and calls again.
         """
         cdef Py_ssize_t digit
         cdef Py_ssize_t counter, histogram, bucket, last
-        cdef object key, slots, client
+        cdef object key, slots
         cdef object route = environ.get(_ROUTE_KEY)
         cdef object method = environ.get("REQUEST_METHOD", "")
         cdef object decision = environ.get(_DECISION_KEY)
@@ -107,8 +105,5 @@ cdef class RequestTally:
             lock.release()
 
         if decision is not None:
-            return _MORE
-        client = environ.get(_CLIENT_KEY)
-        if client is not None and client.reason is not None:
             return _MORE
         return None

@@ -3,11 +3,9 @@
 #: Environ keys the tally reads (the values of ``wsgishield.context``).
 ROUTE_KEY = "wsgishield.route"
 DECISION_KEY = "wsgishield.decision"
-CLIENT_KEY = "wsgishield.client"
 
 #: The return value of ``RequestTally.leave`` for a counted request that
-#: also carries a decision or a client-address fallback reason, which the
-#: caller counts in their own families.
+#: also carries a decision, which the caller counts in its own family.
 MORE = 1
 
 #: The label value for every value outside a label's vocabulary.

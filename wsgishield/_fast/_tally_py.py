@@ -10,7 +10,6 @@ from typing import Any
 
 from ._tally_common import (
     ALLOWED,
-    CLIENT_KEY,
     DECISION_KEY,
     HTTP_METHODS,
     MORE,
@@ -68,9 +67,9 @@ class RequestTally:
         """Count a finished request and its duration, and leave the gauge.
 
         Returns ``None`` when that is all, :data:`MORE` when the request also
-        carries a decision or a client-address fallback, or the label set
-        when ``table`` has no slots for it yet. Nothing is counted in the
-        last case; the caller adds the slots and calls again.
+        carries a decision, or the label set when ``table`` has no slots for
+        it yet. Nothing is counted in the last case; the caller adds the
+        slots and calls again.
         """
         route = environ.get(ROUTE_KEY)
         method = environ.get("REQUEST_METHOD", "")
@@ -98,8 +97,5 @@ class RequestTally:
             lock.release()
 
         if decision is not None:
-            return MORE
-        client = environ.get(CLIENT_KEY)
-        if client is not None and client.reason is not None:
             return MORE
         return None

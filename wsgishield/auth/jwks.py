@@ -43,6 +43,7 @@ from .keys import BoundKey, UnusableKeyError, bind_jwk
 from .tokens import decode_json_object
 
 if TYPE_CHECKING:
+    from ..metrics import MetricsRegistry
     from ..policy import JwksSettings
 
 __all__ = ["JwksError", "JwksKeySet", "fetch_jwks", "parse_jwks"]
@@ -57,7 +58,16 @@ _NO_CACHE = re.compile(r"(?:^|,)\s*(?:no-cache|no-store)\b", re.IGNORECASE)
 
 
 class JwksError(Exception):
-    """A key set could not be fetched or parsed."""
+    """A key set could not be fetched or parsed.
+
+    ``result`` is the ``result`` label of ``wsgishield_jwks_fetches_total``:
+    ``timeout``, ``invalid`` (a body that is too large or not a usable key
+    set) or ``error`` (any other failure).
+    """
+
+    def __init__(self, message: str, *, result: str = "error") -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def _is_loopback(host: str) -> bool:
@@ -118,23 +128,25 @@ def fetch_jwks(
             not length.isdigit() or int(length) > max_body_bytes
         ):
             raise JwksError(
-                f"Content-Length {length[:20]!r} over {max_body_bytes} bytes"
+                f"Content-Length {length[:20]!r} over {max_body_bytes} bytes",
+                result="invalid",
             )
         chunks: list[bytes] = []
         size = 0
         while True:
             if time.monotonic() > deadline:
-                raise JwksError(f"fetch took longer than {timeout} s")
+                raise JwksError(f"fetch took longer than {timeout} s", result="timeout")
             chunk = response.read1(65_536)
             if not chunk:
                 break
             size += len(chunk)
             if size > max_body_bytes:
-                raise JwksError(f"body over {max_body_bytes} bytes")
+                raise JwksError(f"body over {max_body_bytes} bytes", result="invalid")
             chunks.append(chunk)
         cache_control = response.getheader("Cache-Control") or ""
     except (TimeoutError, OSError, http.client.HTTPException) as exc:
-        raise JwksError(f"{type(exc).__name__}: {exc}") from exc
+        result = "timeout" if isinstance(exc, TimeoutError) else "error"
+        raise JwksError(f"{type(exc).__name__}: {exc}", result=result) from exc
     finally:
         connection.close()
 
@@ -158,12 +170,14 @@ def parse_jwks(body: bytes, algorithms: Iterable[str], max_keys: int) -> list[Bo
     try:
         document = decode_json_object(body)
     except ValueError as exc:
-        raise JwksError(f"invalid JSON: {exc}") from exc
+        raise JwksError(f"invalid JSON: {exc}", result="invalid") from exc
     entries = document.get("keys")
     if type(entries) is not list:
-        raise JwksError("the keys member is missing or not a list")
+        raise JwksError("the keys member is missing or not a list", result="invalid")
     if len(entries) > max_keys:
-        raise JwksError(f"{len(entries)} keys, over the limit of {max_keys}")
+        raise JwksError(
+            f"{len(entries)} keys, over the limit of {max_keys}", result="invalid"
+        )
     allowed = frozenset(algorithms)
     keys: list[BoundKey] = []
     for entry in entries:
@@ -181,7 +195,7 @@ def parse_jwks(body: bytes, algorithms: Iterable[str], max_keys: int) -> list[Bo
         except UnusableKeyError:
             continue
     if not keys:
-        raise JwksError("no usable signing key")
+        raise JwksError("no usable signing key", result="invalid")
     return keys
 
 
@@ -201,6 +215,7 @@ class JwksKeySet:
         max_keys: int = 50,
         clock: Callable[[], float] = time.time,
         key: str = "jwks.uri",
+        registry: MetricsRegistry | None = None,
     ) -> None:
         check_uri(uri, key)
         self.uri = uri
@@ -227,10 +242,18 @@ class JwksKeySet:
         self._refreshing = False
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        # Fetches by result in wsgishield_jwks_fetches_total; a fetch is
+        # rare, so the family is looked up per fetch.
+        self.registry = registry
 
     @classmethod
     def from_policy(
-        cls, settings: JwksSettings, algorithms: Iterable[str], *, key: str
+        cls,
+        settings: JwksSettings,
+        algorithms: Iterable[str],
+        *,
+        key: str,
+        registry: MetricsRegistry | None = None,
     ) -> JwksKeySet:
         return cls(
             settings.uri,
@@ -242,6 +265,7 @@ class JwksKeySet:
             max_body_bytes=settings.max_body_bytes,
             max_keys=settings.max_keys,
             key=f"{key}.uri",
+            registry=registry,
         )
 
     def find(self, kid: str | None, alg: str) -> BoundKey | None:
@@ -323,6 +347,8 @@ class JwksKeySet:
             )
             keys = parse_jwks(body, self.algorithms, self.max_keys)
         except JwksError as exc:
+            if self.registry is not None:
+                self.registry.jwks_fetches.inc(exc.result)
             now = self.clock()
             self._next_attempt = now + RETRY_SECONDS
             # Cached verifications keep passing until the next attempt, but
@@ -342,6 +368,8 @@ class JwksKeySet:
                 level=logging.ERROR,
             )
             return
+        if self.registry is not None:
+            self.registry.jwks_fetches.inc("success")
         self._install(keys, max_age)
 
     def _install(self, keys: list[BoundKey], max_age: float | None) -> None:

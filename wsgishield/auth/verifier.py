@@ -57,6 +57,7 @@ from .tokens import split_token
 if TYPE_CHECKING:
     from jwt.algorithms import Algorithm
 
+    from ..metrics import MetricsRegistry
     from ..policy import IssuerProfile
     from .revocation import RevocationStore
 
@@ -208,8 +209,12 @@ class Profile:
         settings: IssuerProfile,
         *,
         environ: Mapping[str, str] = os.environ,
+        registry: MetricsRegistry | None = None,
     ) -> Profile:
-        """Compile a policy profile, reading HMAC secrets from ``environ``."""
+        """Compile a policy profile, reading HMAC secrets from ``environ``.
+
+        A JWKS key set counts its fetches in ``registry`` when one is given.
+        """
         key = f"auth.issuers.{name}"
         check_algorithms(settings.algorithms, f"{key}.algorithms")
         keys: KeySource
@@ -227,7 +232,10 @@ class Profile:
                     "an HMAC profile cannot use a JWKS, which has public keys only",
                 )
             keys = JwksKeySet.from_policy(
-                settings.jwks, settings.algorithms, key=f"{key}.jwks"
+                settings.jwks,
+                settings.algorithms,
+                key=f"{key}.jwks",
+                registry=registry,
             )
         else:
             keys = StaticKeySet(_load_static_keys(settings, key=key, environ=environ))

@@ -32,7 +32,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .. import context, events
+from .. import context, events, metrics
 from .._fast.address import parse_address
 from ..access import AccessList, Verdict
 from ..bans import Bans
@@ -74,6 +74,7 @@ class AccessMiddleware:
         bans: BanPolicy | Bans | None = None,
         redis: RedisSettings | None = None,
         problem_type_base: str = PROBLEM_TYPE_BASE,
+        registry: metrics.MetricsRegistry | None = None,
     ) -> None:
         self.app = app
         self.lists: AccessList | None = None
@@ -101,9 +102,37 @@ class AccessMiddleware:
         if bans is None or isinstance(bans, Bans):
             self.bans = bans
         else:
-            self.bans = Bans.from_policy(bans, redis)
+            self.bans = Bans.from_policy(bans, redis, registry=registry)
         self.ban_status = 403 if bans is None or isinstance(bans, Bans) else bans.status
         self.flood_limiter = events.EventLimiter(per_second=FLOOD_EVENTS_PER_SECOND)
+
+        # Counting is on when a registry is given; from_policy gives one
+        # when the policy has a [metrics] section.
+        self._denials: metrics.Counts | None = None
+        self._strikes: metrics.Counts | None = None
+        self._bans_started: metrics.Counts | None = None
+        if registry is not None:
+            scopes = [lists.key for lists in self.route_lists.values()]
+            if self.lists is not None:
+                scopes.append(self.lists.key)
+            self._denials = metrics.Counts(
+                registry.access_denials,
+                [
+                    (scope, reason)
+                    for scope in scopes
+                    for reason in ("deny-list", "not-allowed")
+                ],
+                _denial_labels,
+            )
+        if registry is not None and self.bans is not None:
+            self._strikes = metrics.Counts(
+                registry.ban_strikes,
+                [
+                    "trap-path",
+                    *(f"status-{code}" for code in self.bans.strike_statuses),
+                ],
+            )
+            self._bans_started = metrics.Counts(registry.bans, [()])
 
         self.denied = Problem(
             403,
@@ -139,6 +168,7 @@ class AccessMiddleware:
             bans=policy.bans,
             redis=policy.redis,
             problem_type_base=policy.problem_type_base,
+            registry=metrics.REGISTRY if policy.metrics is not None else None,
         )
 
     def __call__(
@@ -207,6 +237,8 @@ class AccessMiddleware:
         reason = "deny-list" if rule is not None else "not-allowed"
         rule_id = rule.id if rule is not None else f"{verdict.scope}.allow"
         context.record_decision(environ, "access", "denied-cidr", reason, rule_id)
+        if self._denials is not None:
+            self._denials.inc((verdict.scope, reason))
         fields = _fields(environ, client, route)
         fields["event.reason"] = reason
         fields["rule.id"] = rule_id
@@ -277,6 +309,8 @@ class AccessMiddleware:
         weight: int,
     ) -> None:
         subject, ban = bans.strike(client.version, client.value, weight)
+        if self._strikes is not None:
+            self._strikes.inc(reason, weight)
         fields = _fields(environ, client, route)
         fields["event.reason"] = reason
         fields["labels.subject"] = subject
@@ -287,9 +321,18 @@ class AccessMiddleware:
         )
         if ban is None:
             return
+        if self._bans_started is not None:
+            self._bans_started.inc(())
         fields["labels.ban_seconds"] = round(ban.seconds, 3)
         fields["labels.offence"] = ban.offence
         events.emit("access", "ban", fields, client=subject)
+
+
+def _denial_labels(key: tuple[str, str]) -> tuple[str, str]:
+    # The list label is the scope without brackets, which labels may not
+    # hold: "access", or "routes.items.access" for routes[items].access.
+    scope, reason = key
+    return scope.replace("[", ".").replace("]", ""), reason
 
 
 def _peer_client(environ: WSGIEnvironment) -> ClientAddress:

@@ -42,7 +42,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_plus
 
-from .. import context, events
+from .. import context, events, metrics
 from ..auth.authorization import Requirement
 from ..auth.credentials import parse_authorization, parse_cookie
 from ..auth.errors import KeysUnavailable, TokenError
@@ -75,6 +75,32 @@ _MALFORMED_DETAILS: Mapping[str, str] = {
 }
 
 
+# Reasons a token is rejected for (TokenError.reason), whose series in
+# wsgishield_jwt_failures_total are made at start; the malformed-credential
+# reasons above and csrf-failed are counted there too.
+_TOKEN_REASONS = (
+    "algorithm-not-allowed",
+    "bad-signature",
+    "expired",
+    "iat",
+    "invalid-claim",
+    "issued-in-future",
+    "lifetime-too-long",
+    "malformed",
+    "missing-claim",
+    "nbf",
+    "not-yet-valid",
+    "revoked",
+    "too-large",
+    "too-old",
+    "unknown-key",
+    "unsupported-crit",
+    "wrong-audience",
+    "wrong-issuer",
+    "wrong-type",
+)
+
+
 class EndpointRules(Protocol):
     """Resolve the app's own endpoint for a request to its requirement."""
 
@@ -102,6 +128,7 @@ class AuthMiddleware:
         identity_headers: Mapping[str, str] = {},
         endpoint_rules: EndpointRules | None = None,
         problem_type_base: str = PROBLEM_TYPE_BASE,
+        registry: metrics.MetricsRegistry | None = None,
     ) -> None:
         if '"' in realm or "\\" in realm:
             raise ConfigurationError(
@@ -176,6 +203,14 @@ class AuthMiddleware:
         self._invalid_token: dict[tuple[str, str], Problem] = {}
         self._forbidden: dict[tuple[str, str], Problem] = {}
         self._unavailable: dict[int, Problem] = {}
+        # Counting is on when a registry is given; from_policy gives one
+        # when the policy has a [metrics] section.
+        self._failures: metrics.Counts | None = None
+        if registry is not None:
+            self._failures = metrics.Counts(
+                registry.jwt_failures,
+                [*_TOKEN_REASONS, *_MALFORMED_DETAILS, "csrf-failed"],
+            )
 
     @classmethod
     def from_policy(
@@ -196,8 +231,9 @@ class AuthMiddleware:
                 "auth.issuers", {}, "at least one issuer is required"
             )
 
+        registry = metrics.REGISTRY if policy.metrics is not None else None
         profiles = [
-            Profile.from_policy(name, issuer)
+            Profile.from_policy(name, issuer, registry=registry)
             for name, issuer in settings.issuers.items()
         ]
         requirements: dict[str, Requirement] = {}
@@ -235,6 +271,7 @@ class AuthMiddleware:
             deny_uncovered=settings.deny_uncovered,
             identity_headers=settings.identity_headers,
             problem_type_base=policy.problem_type_base,
+            registry=registry,
         )
 
     def __call__(
@@ -290,6 +327,8 @@ class AuthMiddleware:
         try:
             identity = self.verifier.verify(token)
         except TokenError as exc:
+            if self._failures is not None:
+                self._failures.inc(exc.reason)
             problem = self._invalid_token_problem(exc.reason, exc.description)
             return self._reject(
                 environ, start_response, problem, exc.reason, rule, token
@@ -362,6 +401,8 @@ class AuthMiddleware:
             return self._reject(
                 environ, start_response, self._unauthorized, "missing-token", rule
             )
+        if self._failures is not None:
+            self._failures.inc("csrf-failed" if kind == "csrf" else detail)
         if kind == "csrf":
             return self._reject(
                 environ, start_response, self._csrf_failed, "csrf-failed", rule

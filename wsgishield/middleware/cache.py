@@ -43,7 +43,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
-from .. import context, events
+from .. import context, events, metrics
 from ..cache.entry import Entry, VaryMarker
 from ..cache.freshness import Storability, assess, mark_private
 from ..cache.keys import KeyBuilder, Target, environ_key
@@ -51,7 +51,7 @@ from ..cache.memory import MemoryStore
 from ..cache.store import CacheStore
 from ..cache.unkeyed import WatchedEnviron
 from ..cache.validation import NOT_MODIFIED_HEADERS, etag_matches, not_modified_since
-from ..errors import ConfigurationError, StoreError
+from ..errors import STORE_ERROR_KINDS, ConfigurationError, StoreError
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -93,6 +93,41 @@ STORE_RETRY_AFTER = 1.0
 _POLL_INTERVAL = 0.02
 
 _UNSET: Any = object()
+
+# (result, reason) of wsgishield_cache_lookups_total for an entry served
+# with each Cache-Status detail.
+_SERVED = {
+    "": ("hit", "fresh"),
+    "collapsed": ("hit", "collapsed"),
+    "stale-while-revalidate": ("stale", "stale-while-revalidate"),
+    "stale-if-error": ("stale", "stale-if-error"),
+}
+# The reasons the code gives for a bypass, and for a miss (the reason the
+# response was not stored, or "stored"). Their series are made at start.
+_BYPASS_REASONS = (
+    "authorization",
+    "cookie",
+    "range",
+    "no-identity",
+    "invalid-host",
+    "store-unavailable",
+)
+_MISS_REASONS = (
+    "stored",
+    "status",
+    "set-cookie",
+    "csp-nonce",
+    "no-store",
+    "private",
+    "no-cache",
+    "vary-star",
+    "max-age=0",
+    "too-large",
+    "unkeyed-header",
+    "fill-timeout",
+    "store-unavailable",
+    "explain",
+)
 
 
 class _RouteSettings(NamedTuple):
@@ -194,6 +229,7 @@ class CacheMiddleware:
         lease_ms: int = 5000,
         max_refreshes: int = 4,
         clock: Callable[[], float] = time.time,
+        registry: metrics.MetricsRegistry | None = None,
     ) -> None:
         if unkeyed_headers not in ("refuse", "log", "off"):
             raise ConfigurationError(
@@ -239,6 +275,24 @@ class CacheMiddleware:
         self._refreshing: set[str] = set()
         self._lock = threading.Lock()
         self._store_down_until = 0.0
+
+        # Counting is on when a registry is given; from_policy gives one
+        # when the policy has a [metrics] section.
+        self._lookups: metrics.Counts | None = None
+        self._store_errors: metrics.Counts | None = None
+        if registry is not None:
+            outcomes = [
+                *_SERVED.values(),
+                *(("bypass", reason) for reason in _BYPASS_REASONS),
+                *(("miss", reason) for reason in _MISS_REASONS),
+            ]
+            self._lookups = metrics.Counts(
+                registry.cache_lookups,
+                [(route, *outcome) for route in self._settings for outcome in outcomes],
+            )
+            self._store_errors = metrics.Counts(
+                registry.store_errors, [("cache", kind) for kind in STORE_ERROR_KINDS]
+            )
 
     @staticmethod
     def _compile(
@@ -291,6 +345,7 @@ class CacheMiddleware:
             lock_timeout_ms=settings.lock_timeout_ms,
             lease_ms=settings.lease_ms,
             max_refreshes=settings.max_refreshes,
+            registry=metrics.REGISTRY if policy.metrics is not None else None,
         )
 
     # -- the request path -------------------------------------------------
@@ -385,6 +440,8 @@ class CacheMiddleware:
         settings: _RouteSettings,
         reason: str,
     ) -> Iterable[bytes]:
+        if self._lookups is not None:
+            self._lookups.inc((settings.route_id, "bypass", reason))
         status = f"{self._status['bypass']}; detail={reason}"
         per_identity = settings.per_identity
         trace = environ.get(context.TRACE)
@@ -424,6 +481,8 @@ class CacheMiddleware:
         now: float,
         detail: str,
     ) -> Iterable[bytes]:
+        if self._lookups is not None:
+            self._lookups.inc((settings.route_id, *_SERVED[detail]))
         age = now - entry.stored_at
         status = f"{self._hit}{int(entry.ttl - age)}"
         if detail:
@@ -676,6 +735,8 @@ class CacheMiddleware:
         if not verdict.refusal:
             entry = self._store(response, verdict, settings, environ, target, lookup)
             if entry is not None:
+                if self._lookups is not None:
+                    self._lookups.inc((settings.route_id, "miss", "stored"))
                 _close(response.result)
                 headers = [
                     *entry.headers,
@@ -696,6 +757,8 @@ class CacheMiddleware:
                 )
             verdict = Storability("store-unavailable")
 
+        if self._lookups is not None:
+            self._lookups.inc((settings.route_id, "miss", verdict.refusal))
         headers = self._downstream(response.headers, settings.per_identity)
         headers.append(
             ("Cache-Status", f"{self._status['miss']}; detail={verdict.refusal}")
@@ -992,6 +1055,8 @@ class CacheMiddleware:
         return self.store.purge_tags(tags)
 
     def _store_failed(self, exc: StoreError, environ: WSGIEnvironment | None) -> None:
+        if self._store_errors is not None:
+            self._store_errors.inc(("cache", exc.kind))
         self._store_down_until = time.monotonic() + STORE_RETRY_AFTER
         events.emit(
             "cache",

@@ -2,7 +2,9 @@
 
 It stores the result under ``wsgishield.client_ip`` (canonical text),
 ``wsgishield.client`` (:class:`~wsgishield.client.ClientAddress`, with the
-peer, the source and any fallback reason) and ``wsgishield.scheme``.
+peer, the source and any fallback reason) and ``wsgishield.scheme``. With a
+metrics registry, it counts each fallback in
+``wsgishield_client_address_fallbacks_total{reason}``.
 
 .. warning::
 
@@ -17,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .. import context
-from ..client import ClientAddressResolver, Source
+from .. import context, metrics
+from ..client import REASONS, ClientAddressResolver, Source
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -43,6 +45,7 @@ class ClientAddressMiddleware:
         cloudflare_ranges: str | None = None,
         forwarded_proto: bool = True,
         set_remote_addr: bool = False,
+        registry: metrics.MetricsRegistry | None = None,
     ) -> None:
         self.app = app
         self.resolver = ClientAddressResolver(
@@ -54,6 +57,11 @@ class ClientAddressMiddleware:
             forwarded_proto=forwarded_proto,
         )
         self.set_remote_addr = set_remote_addr
+        # Counting is on when a registry is given; from_policy gives one
+        # when the policy has a [metrics] section.
+        self._fallbacks: metrics.Counts | None = None
+        if registry is not None:
+            self._fallbacks = metrics.Counts(registry.client_address_fallbacks, REASONS)
 
     @classmethod
     def from_policy(
@@ -69,6 +77,7 @@ class ClientAddressMiddleware:
             cloudflare_ranges=settings.cloudflare_ranges,
             forwarded_proto=settings.forwarded_proto,
             set_remote_addr=settings.set_remote_addr,
+            registry=metrics.REGISTRY if policy.metrics is not None else None,
         )
 
     def __call__(
@@ -78,6 +87,8 @@ class ClientAddressMiddleware:
         environ[context.CLIENT] = client
         environ[context.CLIENT_IP] = client.ip
         environ[context.SCHEME] = scheme
+        if client.reason is not None and self._fallbacks is not None:
+            self._fallbacks.inc(client.reason)
 
         if self.set_remote_addr:
             environ["REMOTE_ADDR"] = client.ip

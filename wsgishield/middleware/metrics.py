@@ -12,9 +12,10 @@ request it records:
   decided);
 - ``wsgishield_http_requests_in_flight``;
 - ``wsgishield_decisions_total`` by layer, action, reason and rule, for
-  every decision other than "allowed";
-- ``wsgishield_client_address_fallbacks_total`` when a trusted proxy sent an
-  unusable forwarding header.
+  every decision other than "allowed".
+
+The other layers count their own events (rate-limit results, cache lookups,
+token failures...) when the policy has a ``[metrics]`` section.
 
 The latency runs until the application returns its response iterable, which
 for Flask is after the body is built. A streamed body's send time is not
@@ -107,7 +108,6 @@ class MetricsMiddleware:
         self._requests = registry.http_requests
         self._durations = registry.http_request_duration
         self._decisions = registry.decisions_total
-        self._fallbacks = registry.client_address_fallbacks
         self._bounds = self._durations.bounds
         in_flight = registry.http_in_flight.slot()
         if in_flight is None:
@@ -207,7 +207,7 @@ class MetricsMiddleware:
     def _finish(
         self, environ: WSGIEnvironment, status: str, duration: float, outcome: Any
     ) -> None:
-        """Add a new label set's slots, or count the decision and fallback."""
+        """Add a new label set's slots, or count the decision."""
         if isinstance(outcome, tuple):
             self._allocate(outcome)
             store = self.registry.store
@@ -225,9 +225,6 @@ class MetricsMiddleware:
                 decision.reason,
                 decision.rule_id or "none",
             )
-        client = environ.get(context.CLIENT)
-        if client is not None and client.reason is not None:
-            self._fallbacks.inc(client.reason)
 
     def _allocate(self, key: tuple[str, str, str, str]) -> tuple[int, int]:
         counter = self._requests.slot(*key)

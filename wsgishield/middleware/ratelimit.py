@@ -37,9 +37,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import context, events
+from .. import context, events, metrics
 from .._fast.gcra import MICROSECONDS, retry_seconds
-from ..errors import ConfigurationError, StoreError
+from ..errors import STORE_ERROR_KINDS, ConfigurationError, StoreError
 from ..networks import NetworkSet, expand_presets
 from ..problem import PROBLEM_TYPE_BASE, Problem
 from ..ratelimit import BucketResult, KeyBuilder, Limit, Outcome
@@ -61,6 +61,8 @@ _TAG_PARTS = ("ip", "api-key", "identity")
 # The hash tag of every key when no key part is common to all policies.
 SHARED_TAG = "rl"
 _IP_ONLY = ("ip",)
+# Values of the result label of wsgishield_ratelimit_decisions_total.
+_RESULTS = ("allowed", "limited", "shadow-limited")
 
 # CORS response headers of the application that a 429 repeats.
 _CORS_HEADERS = frozenset(
@@ -143,6 +145,21 @@ def _tag_part(limits: Iterable[Limit]) -> str | None:
     return None
 
 
+def _count(
+    decisions: metrics.Counts,
+    limits: Sequence[Limit],
+    results: Sequence[BucketResult],
+) -> None:
+    """Count each policy's result for one request."""
+    for limit, result in zip(limits, results, strict=True):
+        if result.allowed:
+            decisions.inc((limit.id, "allowed"))
+        elif limit.shadow:
+            decisions.inc((limit.id, "shadow-limited"))
+        else:
+            decisions.inc((limit.id, "limited"))
+
+
 class RateLimitMiddleware:
     """Check and consume the rate-limit buckets of each request."""
 
@@ -168,6 +185,7 @@ class RateLimitMiddleware:
         breaker_reset_seconds: float = 2.0,
         problem_type_base: str = PROBLEM_TYPE_BASE,
         clock: Callable[[], float] = time.time,
+        registry: metrics.MetricsRegistry | None = None,
     ) -> None:
         self.app = app
         self.limits = {limit.id: limit for limit in limits}
@@ -219,6 +237,20 @@ class RateLimitMiddleware:
         self.clock = clock
         self._cors_memo: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._last_failure_log = -_FAILURE_LOG_SECONDS
+
+        # Counting is on when a registry is given; from_policy gives one
+        # when the policy has a [metrics] section.
+        self._decisions: metrics.Counts | None = None
+        self._store_errors: metrics.Counts | None = None
+        if registry is not None:
+            self._decisions = metrics.Counts(
+                registry.ratelimit_decisions,
+                [(id, result) for id in self.limits for result in _RESULTS],
+            )
+            self._store_errors = metrics.Counts(
+                registry.store_errors,
+                [("ratelimit", kind) for kind in STORE_ERROR_KINDS],
+            )
 
         self.rate_limited = Problem(
             429, "rate-limited", "Too Many Requests",
@@ -275,7 +307,10 @@ class RateLimitMiddleware:
                     )
             route_limits[route.id] = (names, cost)
 
-        store = build_bucket_store(settings, policy.redis, limits.values())
+        registry = metrics.REGISTRY if policy.metrics is not None else None
+        store = build_bucket_store(
+            settings, policy.redis, limits.values(), registry=registry
+        )
         return cls(
             app,
             limits=limits.values(),
@@ -294,6 +329,7 @@ class RateLimitMiddleware:
             cors_origins=settings.cors_origins,
             breaker_reset_seconds=settings.breaker_reset_seconds,
             problem_type_base=policy.problem_type_base,
+            registry=registry,
         )
 
     def __call__(
@@ -318,6 +354,8 @@ class RateLimitMiddleware:
             return self.app(environ, start_response)
 
         if plan.too_costly is not None and plan.too_costly in limits:
+            if self._decisions is not None:
+                self._decisions.inc((plan.too_costly.id, "limited"))
             return self._reject(
                 environ,
                 start_response,
@@ -335,6 +373,8 @@ class RateLimitMiddleware:
                 return self._reject_unavailable(environ, start_response, limits)
             limits, outcome = fallback
 
+        if self._decisions is not None:
+            _count(self._decisions, limits, outcome.results)
         if plan.has_shadow:
             self._log_shadow(environ, limits, outcome)
         fields = self._header_fields(limits, outcome.results)
@@ -403,6 +443,8 @@ class RateLimitMiddleware:
         exc: StoreError,
     ) -> tuple[list[Limit], Outcome] | None:
         """Apply each policy's failure mode; ``None`` means the request gets a 503."""
+        if self._store_errors is not None:
+            self._store_errors.inc(("ratelimit", exc.kind))
         # One record per period: during an outage every request fails alike.
         now = time.monotonic()
         if now - self._last_failure_log >= _FAILURE_LOG_SECONDS:

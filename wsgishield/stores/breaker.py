@@ -9,6 +9,11 @@ closes by itself within ``reset_seconds`` of the store coming back.
 State changes happen lazily inside :meth:`allow`, :meth:`success` and
 :meth:`failure`; there is no timer thread. One breaker is shared by the
 threads of a process; each Gunicorn worker has its own.
+
+With a metrics registry, each state change is counted in
+``wsgishield_breaker_transitions_total{store,state}`` and the state is set
+in ``wsgishield_breaker_state{store}`` (0 closed, 1 half-open, 2 open),
+labelled with the breaker's name.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ..metrics import MetricsRegistry
 
 __all__ = ["CLOSED", "HALF_OPEN", "OPEN", "CircuitBreaker"]
 
@@ -27,6 +36,8 @@ logger = logging.getLogger("wsgishield.stores.breaker")
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half-open"
+# Values of wsgishield_breaker_state.
+_STATE_VALUES = {CLOSED: 0.0, HALF_OPEN: 1.0, OPEN: 2.0}
 
 
 class CircuitBreaker:
@@ -39,6 +50,7 @@ class CircuitBreaker:
         failure_threshold: int = 3,
         reset_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        registry: MetricsRegistry | None = None,
     ) -> None:
         if failure_threshold < 1:
             raise ConfigurationError(
@@ -57,6 +69,9 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probe_started = 0.0
         self._lock = threading.Lock()
+        self.registry = registry
+        if registry is not None:
+            registry.breaker_state.set(name, value=_STATE_VALUES[CLOSED])
 
     def allow(self) -> bool:
         """Tell whether a call may go to the store now."""
@@ -106,3 +121,6 @@ class CircuitBreaker:
             self.name, self.state, state, self.failures,
         )  # fmt: skip
         self.state = state
+        if self.registry is not None:
+            self.registry.breaker_transitions.inc(self.name, state)
+            self.registry.breaker_state.set(self.name, value=_STATE_VALUES[state])

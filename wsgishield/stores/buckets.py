@@ -10,6 +10,7 @@ from ..errors import ConfigurationError
 from .buckets_memory import MemoryBucketStore
 
 if TYPE_CHECKING:
+    from ..metrics import MetricsRegistry
     from ..policy import LimitsPolicy, RedisSettings
     from ..ratelimit import Limit
 
@@ -26,9 +27,17 @@ def under_gunicorn() -> bool:
 
 
 def build_bucket_store(
-    settings: LimitsPolicy, redis: RedisSettings | None, limits: Iterable[Limit]
+    settings: LimitsPolicy,
+    redis: RedisSettings | None,
+    limits: Iterable[Limit],
+    *,
+    registry: MetricsRegistry | None = None,
 ) -> Any:
-    """Build the store for ``limits.store``; ``auto`` picks ``shm`` under Gunicorn."""
+    """Build the store for ``limits.store``; ``auto`` picks ``shm`` under Gunicorn.
+
+    The Redis store's circuit breaker counts its state changes in
+    ``registry`` when one is given.
+    """
     kind = settings.store
     if kind == "auto":
         kind = "shm" if under_gunicorn() else "memory"
@@ -54,5 +63,6 @@ def build_bucket_store(
             "ratelimit",
             failure_threshold=settings.breaker_failures,
             reset_seconds=settings.breaker_reset_seconds,
+            registry=registry,
         ),
     )

@@ -95,7 +95,7 @@ class RedisBucketStore:
             return cached
 
         if not self.breaker.allow():
-            raise StoreError("Redis circuit breaker is open")
+            raise StoreError("Redis circuit breaker is open", kind="breaker-open")
 
         arguments: list[Any] = [self.server_time() if self.server_time else 0, cost]
         for limit in limits:
@@ -108,7 +108,9 @@ class RedisBucketStore:
             # After a failover this connection talks to a replica: reconnect.
             self._disconnect()
             self.breaker.failure()
-            raise StoreError("Redis replied READONLY; reconnecting") from exc
+            raise StoreError(
+                "Redis replied READONLY; reconnecting", kind="readonly"
+            ) from exc
         except self._errors as exc:
             self.breaker.failure()
             raise StoreError(f"Redis rate-limit call failed: {exc}") from exc
@@ -148,7 +150,8 @@ class RedisBucketStore:
     def _outcome(reply: Sequence[int], count: int) -> Outcome:
         if len(reply) != 1 + 4 * count:
             raise StoreError(
-                f"unexpected rate-limit script reply of {len(reply)} items"
+                f"unexpected rate-limit script reply of {len(reply)} items",
+                kind="reply",
             )
         results = [
             BucketResult(
