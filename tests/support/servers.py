@@ -197,6 +197,8 @@ class GunicornServer:
 
     def stop(self) -> None:
         if self.process is not None:
-            stop_process(self.process)
+            # Gunicorn's graceful_timeout is 30 s; killing the arbiter sooner
+            # would skip its on_exit hook, which removes shared-memory tables.
+            stop_process(self.process, timeout=35)
             self.process = None
         self.log_path.unlink(missing_ok=True)
