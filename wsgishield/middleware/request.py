@@ -398,7 +398,10 @@ class RequestLimitsMiddleware:
 
         Returns whether the body is JSON, and the coding to inflate, if any.
         """
-        json_body, accepted = limits.body_type(environ.get("CONTENT_TYPE", ""))
+        content_type = environ.get("CONTENT_TYPE", "")
+        json_body, accepted = limits.body_types.get(
+            content_type
+        ) or limits.body_type(content_type)
         if (length != 0 and not accepted) or (validate and not json_body):
             raise _Rejected(limits.unsupported_media_type, "unsupported-media-type")
 
