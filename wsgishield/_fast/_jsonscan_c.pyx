@@ -17,20 +17,38 @@ cdef int _OK = OK
 cdef int _TOO_DEEP = TOO_DEEP
 cdef int _TOO_MANY_TOKENS = TOO_MANY_TOKENS
 
-# 1 for the bytes that end a bare scalar outside a string: whitespace,
-# brackets, braces, comma, colon and the quote.
-cdef unsigned char _DELIMITER[256]
+# The class of each byte outside a string. A bare scalar runs until the
+# next byte that is not SCALAR; SKIP is whitespace, the comma and the colon.
+cdef enum:
+    SCALAR = 0
+    SKIP = 1
+    QUOTE = 2
+    OPEN = 3
+    CLOSE = 4
+
+cdef unsigned char _CLASS[256]
+# 1 for the two bytes that stop the skip through a string: the quote and the
+# backslash.
+cdef unsigned char _STRING_STOP[256]
 
 
-cdef void _fill_delimiters() noexcept:
+cdef void _fill_tables() noexcept:
     cdef int i
     for i in range(256):
-        _DELIMITER[i] = 0
-    for i in b' \t\r\n[]{},:"':
-        _DELIMITER[i] = 1
+        _CLASS[i] = SCALAR
+        _STRING_STOP[i] = 0
+    for i in b' \t\r\n,:':
+        _CLASS[i] = SKIP
+    _CLASS[34] = QUOTE  # '"'
+    _CLASS[91] = OPEN  # "["
+    _CLASS[123] = OPEN  # "{"
+    _CLASS[93] = CLOSE  # "]"
+    _CLASS[125] = CLOSE  # "}"
+    _STRING_STOP[34] = 1
+    _STRING_STOP[92] = 1
 
 
-_fill_delimiters()
+_fill_tables()
 
 
 cdef int _scan(
@@ -43,46 +61,53 @@ cdef int _scan(
     cdef Py_ssize_t i = 0
     cdef Py_ssize_t depth = 0
     cdef Py_ssize_t tokens = 0
-    cdef unsigned char byte
+    cdef unsigned char kind
 
+    # The offset is written only where the scan stops, not on every byte.
     while i < n:
-        byte = data[i]
-        offset[0] = i
+        kind = _CLASS[data[i]]
 
-        if byte == 34:  # '"': skip the string, honouring escapes
+        if kind == SKIP:
+            i += 1
+            continue
+
+        if kind == QUOTE:  # skip the string, honouring escapes
             tokens += 1
             if tokens > max_tokens:
+                offset[0] = i
                 return _TOO_MANY_TOKENS
             i += 1
             while i < n:
-                byte = data[i]
-                if byte == 92:  # backslash: the next byte is escaped
-                    i += 2
+                if _STRING_STOP[data[i]]:
+                    if data[i] == 34:
+                        break
+                    i += 2  # backslash: the next byte is escaped
                     continue
-                if byte == 34:
-                    break
                 i += 1
             i += 1
             continue
 
-        if byte == 91 or byte == 123:  # "[" "{"
+        if kind == OPEN:
             depth += 1
             if depth > max_depth:
+                offset[0] = i
                 return _TOO_DEEP
             tokens += 1
             if tokens > max_tokens:
+                offset[0] = i
                 return _TOO_MANY_TOKENS
-        elif byte == 93 or byte == 125:  # "]" "}"
+        elif kind == CLOSE:
             # Unbalanced closers are a syntax error for the decoder to report.
             if depth > 0:
                 depth -= 1
-        elif not _DELIMITER[byte]:
+        else:
             # A bare scalar: count it once and skip to its end.
             tokens += 1
             if tokens > max_tokens:
+                offset[0] = i
                 return _TOO_MANY_TOKENS
             i += 1
-            while i < n and not _DELIMITER[data[i]]:
+            while i < n and _CLASS[data[i]] == SCALAR:
                 i += 1
             continue
         i += 1
