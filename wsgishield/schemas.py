@@ -138,7 +138,7 @@ class BodySchema:
 
     @property
     def decoder(self) -> msgspec.json.Decoder[Any]:
-        """The struct's JSON decoder; on failure pass its error to :meth:`error`."""
+        """The struct's JSON decoder, whose errors :meth:`error` explains."""
         return self._decoder
 
     def decode(self, body: bytes) -> Any:

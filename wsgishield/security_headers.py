@@ -110,7 +110,7 @@ class HeaderVariant:
         self.watched = frozenset(watched)
         # Header names, as apps spell them, that are not watched: a set
         # lookup is the cheapest test per response header. Apps use a few
-        # dozen names, so this stays small; past the bound, the other names
+        # dozen names, so the set stays small. Past the bound, further names
         # are lowered on every response instead of remembered.
         self._unwatched: set[str] = set()
 

@@ -18,8 +18,8 @@ COMPILED = True
 cdef Py_ssize_t _OVERHEAD = HEADER_LINE_OVERHEAD
 
 
-# The environ's keys and values are read as borrowed pointers, so the loop
-# touches no reference counts; only these checks run per key.
+# The loop reads the environ's keys and values as borrowed pointers, so it
+# touches no reference counts.
 cdef extern from "Python.h":
     bint PyUnicode_CheckExact(PyObject* obj)
     Py_ssize_t PyUnicode_GET_LENGTH(PyObject* obj)

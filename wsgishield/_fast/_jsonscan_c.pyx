@@ -18,7 +18,7 @@ cdef int _TOO_DEEP = TOO_DEEP
 cdef int _TOO_MANY_TOKENS = TOO_MANY_TOKENS
 
 # The class of each byte outside a string. A bare scalar runs until the
-# next byte that is not SCALAR; SKIP is whitespace, the comma and the colon.
+# next byte that is not SCALAR. SKIP is whitespace, the comma and the colon.
 cdef enum:
     SCALAR = 0
     SKIP = 1

@@ -69,8 +69,9 @@ _ROUTE = context.ROUTE
 _TRACE = context.TRACE
 _BODY = context.BODY
 
-# Content-Type values remembered per route with their verdict. Clients send
-# a handful of distinct values; longer or further ones are checked each time.
+# Each route remembers its verdict for up to this many Content-Type values,
+# because clients send a handful of distinct ones. Longer or further values
+# are checked on every request.
 _MAX_BODY_TYPES = 256
 _MAX_MEMOISED_TYPE = 128
 
@@ -399,10 +400,9 @@ class RequestLimitsMiddleware:
         Returns whether the body is JSON, and the coding to inflate, if any.
         """
         content_type = environ.get("CONTENT_TYPE", "")
-        json_body, accepted = limits.body_types.get(
-            content_type
-        ) or limits.body_type(content_type)
-        if (length != 0 and not accepted) or (validate and not json_body):
+        verdict = limits.body_types.get(content_type) or limits.body_type(content_type)
+        json_body, type_accepted = verdict
+        if (length != 0 and not type_accepted) or (validate and not json_body):
             raise _Rejected(limits.unsupported_media_type, "unsupported-media-type")
 
         content_encoding = environ.get("HTTP_CONTENT_ENCODING", "")
