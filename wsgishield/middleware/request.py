@@ -458,7 +458,8 @@ class RequestLimitsMiddleware:
         environ["CONTENT_LENGTH"] = str(len(body))
         environ["wsgi.input_terminated"] = True
         if length is None:
-            # Only a chunked body gets here without a Content-Length.
+            # _body_length() rejects Transfer-Encoding beside a Content-Length,
+            # so only a chunked body, which has no length, still carries it.
             environ.pop("HTTP_TRANSFER_ENCODING", None)
         if coding is not None:
             environ.pop("HTTP_CONTENT_ENCODING", None)
