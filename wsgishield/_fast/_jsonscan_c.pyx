@@ -51,6 +51,46 @@ cdef void _fill_tables() noexcept:
 _fill_tables()
 
 
+# Bytes counted per block by _within_limits() before it checks the count: a
+# block is short enough to stop soon after the limit and long enough for the
+# compiler to vectorise the count.
+cdef Py_ssize_t _BLOCK = 256
+
+
+cdef bint _within_limits(
+    const unsigned char* data,
+    Py_ssize_t n,
+    Py_ssize_t max_depth,
+    Py_ssize_t max_tokens,
+) noexcept nogil:
+    """Tell whether the text cannot cross either limit, without parsing it.
+
+    Every token starts at its own byte, so there are at most ``n`` tokens,
+    and the depth never exceeds the number of "[" and "{" bytes. When both
+    bounds are within the limits, the full scan would return OK.
+    """
+    cdef Py_ssize_t openers = 0
+    cdef Py_ssize_t block_start
+    cdef Py_ssize_t block_end
+    cdef Py_ssize_t i
+    # A block's count fits 16 bits, so the compiler can add 16 lanes at once.
+    cdef unsigned short in_block
+
+    if n > max_tokens:
+        return False
+    block_start = 0
+    while block_start < n:
+        block_end = min(block_start + _BLOCK, n)
+        in_block = 0
+        for i in range(block_start, block_end):
+            in_block += (data[i] == 91) | (data[i] == 123)
+        openers += in_block
+        if openers > max_depth:
+            return False
+        block_start = block_end
+    return True
+
+
 cdef int _scan(
     const unsigned char* data,
     Py_ssize_t n,
@@ -144,5 +184,12 @@ def scan_json(object data, Py_ssize_t max_depth, Py_ssize_t max_tokens):
     if n == 0:
         return _OK, 0
     with nogil:
-        verdict = _scan(start, n, max_depth, max_tokens, &offset)
+        # A body with few brackets, such as a typical API request, is proven
+        # within the limits by a vectorised count, at a fraction of the cost
+        # of the scan. Otherwise the count stops soon after the depth limit.
+        if _within_limits(start, n, max_depth, max_tokens):
+            verdict = _OK
+            offset = n
+        else:
+            verdict = _scan(start, n, max_depth, max_tokens, &offset)
     return verdict, offset
