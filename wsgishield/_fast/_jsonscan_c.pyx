@@ -1,8 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Compiled JSON pre-scan: the same names and results as ``_jsonscan_py``.
 
-One pass over the bytes with a C state machine and no allocation, so a body
-is measured at memory speed before any decoder (and its recursion) sees it.
+A vectorised count of "[" and "{" bytes proves most bodies within the
+limits. The others get one pass with a C state machine. Neither allocates,
+so a body is measured at memory speed before any decoder (and its
+recursion) sees it.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
