@@ -21,7 +21,7 @@ import pydantic
 import pytest
 
 from tests.conftest import load_twin
-from tests.support.wsgi import make_environ
+from tests.support.request_wsgi import make_environ
 from wsgishield import HAS_EXTENSIONS, Shield, context
 from wsgishield.middleware import RequestLimitsMiddleware, SecurityHeadersMiddleware
 from wsgishield.policy import RequestPolicy, RouteRequest
@@ -369,3 +369,41 @@ def test_validation_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     )
     with capsys.disabled():
         print("\n" + report(f"validate {len(ORDER)} bytes", medians, "msgspec alone"))
+
+
+def test_shield_layers_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    # The same 1 KB JSON POST through shields that enable one more layer each,
+    # so the differences show what each layer adds to the request.
+    from bench.conftest import interleaved, report
+
+    orders = {"id": "orders", "path": "/orders"}
+    validated = {**orders, "request": {"schema": f"{__name__}:Order"}}
+    stacks = {
+        "bare app": bare_app,
+        "+ client address": Shield(bare_app, policy={}),
+        "+ route": Shield(bare_app, policy={"routes": [orders]}),
+        "+ security headers": Shield(
+            bare_app, policy={"headers": {}, "routes": [orders]}
+        ),
+        "+ request limits and schema": Shield(
+            bare_app, policy={"headers": {}, "routes": [validated]}
+        ),
+        "+ metrics": Shield(
+            bare_app, policy={"headers": {}, "metrics": {}, "routes": [validated]}
+        ),
+    }
+    base = make_environ(
+        "POST", "/orders", body=ORDER, headers={"Content-Type": "application/json"}
+    )
+
+    def through(app: Any) -> Any:
+        environ = dict(base)
+        environ["wsgi.input"] = io.BytesIO(ORDER)
+        return app(environ, start_response)
+
+    variants = {"msgspec alone": lambda: DECODER.decode(ORDER)}
+    for name, app in stacks.items():
+        variants[name] = lambda app=app: through(app)
+    medians = interleaved(variants, number=1000)
+    with capsys.disabled():
+        print("\n" + report("shield layers, cumulative", medians, "msgspec alone"))

@@ -37,6 +37,31 @@ CASES = [
     pytest.param(b'["unterminated', 64, 100, (OK, 14), id="unterminated-string"),
     pytest.param(b'"\\', 64, 100, (OK, 2), id="trailing-backslash"),
     pytest.param(BOMB, 64, 1_000_000, (TOO_DEEP, 64), id="nesting-bomb"),
+    # The compiled kernel skips the scan when the length and the count of
+    # "[" and "{" bytes already prove both limits; these sit at its edges.
+    pytest.param(b"[[1]]", 2, 5, (OK, 5), id="bounds-at-both-limits"),
+    pytest.param(b"[[1]]", 2, 4, (OK, 5), id="length-over-token-limit"),
+    pytest.param(b"[][][]", 1, 100, (OK, 6), id="openers-over-depth-limit"),
+    pytest.param(
+        b"[" + b"1," * 200 + b"[]]",
+        64,
+        100,
+        (TOO_MANY_TOKENS, 199),
+        id="tokens-over-limit-long-body",
+    ),
+    pytest.param(
+        b"[" * 300 + b"]" * 300,
+        299,
+        10_000,
+        (TOO_DEEP, 299),
+        id="depth-over-past-first-block",
+    ),
+    pytest.param(
+        b'["' + b"{" * 600 + b'"]', 1, 10_000, (OK, 604), id="openers-only-in-string"
+    ),
+    pytest.param(
+        b'"' + b"x" * 1000 + b'"', 0, 10_000, (OK, 1002), id="long-string-no-openers"
+    ),
 ]
 
 

@@ -849,6 +849,59 @@ def test_media_type_memo_is_bounded() -> None:
     assert all(len(key) <= 128 for key in request_limits._media_types)
 
 
+def test_content_type_memo_is_bounded() -> None:
+    layer = RequestLimitsMiddleware(EchoApp())
+    limits = layer.default
+
+    for index in range(1000):
+        assert limits.body_type(f"Application/X-{index}+JSON") == (True, True)
+    assert limits.body_type("text/plain; " + "x" * 500) == (False, True)
+
+    assert len(limits.body_types) <= 256
+    assert all(len(key) <= 128 for key in limits.body_types)
+
+
+def test_content_type_memo_keeps_route_verdicts() -> None:
+    policy = {
+        "request": {"content_types": ["application/json"]},
+        "routes": [
+            {
+                "id": "upload",
+                "path": "/upload",
+                "request": {"content_types": ["image/*"]},
+            }
+        ],
+    }
+    app = shield(EchoApp(), policy)
+
+    for _ in range(2):
+        image = call(
+            app,
+            make_environ(
+                "POST", "/upload", body=b"x", headers={"Content-Type": "image/png"}
+            ),
+        )
+        json_body = call(
+            app,
+            make_environ(
+                "POST",
+                "/upload",
+                body=b"{}",
+                headers={"Content-Type": "application/json"},
+            ),
+        )
+        other = call(
+            app,
+            make_environ(
+                "POST", "/other", body=b"x", headers={"Content-Type": "image/png"}
+            ),
+        )
+
+        assert image.code == 200
+        assert json_body.code == 415
+        assert other.code == 415
+
+
 # Random hostile requests: never an exception, a 500 or a changed body.
 FUZZ_POLICY = {
     "headers": {},

@@ -267,6 +267,29 @@ def test_body_schema_raises_schema_error() -> None:
     assert isinstance(raised.value, ValueError)
 
 
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        pytest.param(b'{"customerId": 1, "items": []}', 422, id="mismatch"),
+        pytest.param(b'{"customerId": 1,', 400, id="truncated"),
+        pytest.param(b"[", 400, id="truncated-wrong-type"),
+    ],
+)
+def test_decoder_error_matches_decode(body: bytes, status: int) -> None:
+    schema = BodySchema(NewOrder)
+    with pytest.raises(msgspec.DecodeError) as failed:
+        schema.decoder.decode(body)
+    with pytest.raises(SchemaError) as raised:
+        schema.decode(body)
+
+    error = schema.error(body, failed.value)
+
+    assert error.status == status
+    assert error.status == raised.value.status
+    assert error.detail == raised.value.detail
+    assert error.errors == raised.value.errors
+
+
 def test_schema_rejects_bomb_before_decoding() -> None:
     bomb = b'{"customerId": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 

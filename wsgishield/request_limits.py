@@ -112,14 +112,10 @@ def parse_content_length(text: str) -> int:
     ``int()`` alone would accept ``+5``, `` 5``, ``5_0`` and ``-0``, and a
     list such as ``5, 5`` must be rejected too (RFC 9112, section 6.3).
     """
-    if (
-        not text
-        or len(text) > _MAX_LENGTH_DIGITS
-        or not text.isascii()
-        or not text.isdigit()
-    ):
-        raise ValueError(f"invalid Content-Length {text[:32]!r}")
-    return int(text)
+    # isdigit() is False for "", and True for non-ASCII digits such as "٣".
+    if text.isdigit() and text.isascii() and len(text) <= _MAX_LENGTH_DIGITS:
+        return int(text)
+    raise ValueError(f"invalid Content-Length {text[:32]!r}")
 
 
 def media_type(content_type: str) -> str:

@@ -136,23 +136,35 @@ class BodySchema:
         self.name = f"{struct_type.__module__}:{struct_type.__qualname__}"
         self._decoder = msgspec.json.Decoder(struct_type)
 
+    @property
+    def decoder(self) -> msgspec.json.Decoder[Any]:
+        """The struct's JSON decoder, whose errors :meth:`error` explains."""
+        return self._decoder
+
     def decode(self, body: bytes) -> Any:
         """Decode and validate ``body``, raising :class:`SchemaError` on failure."""
         try:
             return self._decoder.decode(body)
-        except msgspec.ValidationError as exc:
-            first = exc
         except msgspec.DecodeError as exc:
-            raise SchemaError(400, _shorten(str(exc)), []) from None
+            raise self.error(body, exc) from None
+
+    def error(self, body: bytes, failure: msgspec.DecodeError) -> SchemaError:
+        """Return the :class:`SchemaError` for a body the decoder rejected.
+
+        ``failure`` is the decoder's error: a ``msgspec.ValidationError``
+        gives 422 with the failing fields, any other decode error 400.
+        """
+        if not isinstance(failure, msgspec.ValidationError):
+            return SchemaError(400, _shorten(str(failure)), [])
 
         # The typed decoder stops at the first mismatch, so "[" fails as
         # "expected object" before it is found truncated: parse it whole.
         try:
             raw = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
-            raise SchemaError(400, _shorten(str(exc)), []) from None
-        raise SchemaError(
-            422, "The body does not match the schema.", self._field_errors(raw, first)
+            return SchemaError(400, _shorten(str(exc)), [])
+        return SchemaError(
+            422, "The body does not match the schema.", self._field_errors(raw, failure)
         )
 
     def store(self, environ: MutableMapping[str, Any], body: bytes) -> None:

@@ -100,7 +100,7 @@ def hsts_value(max_age: int, include_subdomains: bool, preload: bool) -> str:
 class HeaderVariant:
     """The headers one kind of response gets: plain or https, cached or not."""
 
-    __slots__ = ("_seen", "added", "no_store", "removed", "watched")
+    __slots__ = ("_unwatched", "added", "no_store", "removed", "watched")
 
     def __init__(self, added: Headers, removed: frozenset[str], no_store: bool) -> None:
         self.added = added
@@ -108,10 +108,11 @@ class HeaderVariant:
         self.no_store = no_store
         watched = {name.lower() for name, _ in added} | removed
         self.watched = frozenset(watched)
-        # Header names as apps spell them, mapped to whether they are watched.
-        # Apps use a few dozen names, so this stays small; past the bound,
-        # names are lowered on every response instead of remembered.
-        self._seen: dict[str, bool] = {}
+        # Header names, as apps spell them, that are not watched: a set
+        # lookup is the cheapest test per response header. Apps use a few
+        # dozen names, so the set stays small. Past the bound, further names
+        # are lowered on every response instead of remembered.
+        self._unwatched: set[str] = set()
 
     def apply(self, headers: list[tuple[str, str]]) -> Headers:
         """Return the app's headers with this variant's added and removed.
@@ -119,16 +120,18 @@ class HeaderVariant:
         The fast path, taken when the app set none of the watched names,
         copies the list once, because the app may reuse its own list.
         """
-        seen = self._seen
+        unwatched = self._unwatched
         for name, _ in headers:
-            hit = seen.get(name)
-            if hit is None:
-                hit = name.lower() in self.watched
-                if len(seen) < _MAX_SEEN_NAMES:
-                    seen[name] = hit
-            if hit:
+            if name not in unwatched and self._is_watched(name):
                 return self._merge(headers)
         return headers + self.added
+
+    def _is_watched(self, name: str) -> bool:
+        if name.lower() in self.watched:
+            return True
+        if len(self._unwatched) < _MAX_SEEN_NAMES:
+            self._unwatched.add(name)
+        return False
 
     def _merge(self, headers: list[tuple[str, str]]) -> Headers:
         merged: Headers = []

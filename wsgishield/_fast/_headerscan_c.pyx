@@ -18,14 +18,37 @@ COMPILED = True
 cdef Py_ssize_t _OVERHEAD = HEADER_LINE_OVERHEAD
 
 
-cdef inline bint _is_http_key(str key) noexcept:
+# The loop reads the environ's keys and values as borrowed pointers, so it
+# touches no reference counts.
+cdef extern from "Python.h":
+    bint PyUnicode_CheckExact(PyObject* obj)
+    Py_ssize_t PyUnicode_GET_LENGTH(PyObject* obj)
+    Py_UCS4 PyUnicode_READ_CHAR(PyObject* obj, Py_ssize_t index)
+    int PyUnicode_CompareWithASCIIString(PyObject* obj, const char* text)
+    int PyObject_IsTrue(PyObject* obj) except -1
+
+
+cdef inline bint _is_http_key(PyObject* key) noexcept:
     return (
-        len(key) >= 5
-        and key[0] == u"H"
-        and key[1] == u"T"
-        and key[2] == u"T"
-        and key[3] == u"P"
-        and key[4] == u"_"
+        PyUnicode_GET_LENGTH(key) >= 5
+        and PyUnicode_READ_CHAR(key, 0) == u"H"
+        and PyUnicode_READ_CHAR(key, 1) == u"T"
+        and PyUnicode_READ_CHAR(key, 2) == u"T"
+        and PyUnicode_READ_CHAR(key, 3) == u"P"
+        and PyUnicode_READ_CHAR(key, 4) == u"_"
+    )
+
+
+cdef inline bint _is_content_key(PyObject* key) noexcept:
+    """Tell whether the key is CONTENT_TYPE or CONTENT_LENGTH."""
+    cdef Py_ssize_t length = PyUnicode_GET_LENGTH(key)
+    if length != 12 and length != 14:
+        return False
+    if PyUnicode_READ_CHAR(key, 0) != u"C":
+        return False
+    return (
+        PyUnicode_CompareWithASCIIString(key, b"CONTENT_TYPE") == 0
+        or PyUnicode_CompareWithASCIIString(key, b"CONTENT_LENGTH") == 0
     )
 
 
@@ -38,28 +61,24 @@ def header_totals(object environ):
     every byte. A value that is not a ``str`` counts as empty.
     """
     cdef Py_ssize_t position = 0
-    cdef PyObject* key_pointer
-    cdef PyObject* value_pointer
+    cdef PyObject* key
+    cdef PyObject* value
     cdef Py_ssize_t count = 0
     cdef Py_ssize_t size = 0
-    cdef object key
-    cdef object value
 
     if type(environ) is not dict:
         return _header_totals_py(environ)
 
-    while PyDict_Next(environ, &position, &key_pointer, &value_pointer):
-        key = <object>key_pointer
-        if type(key) is not str:
+    while PyDict_Next(environ, &position, &key, &value):
+        if not PyUnicode_CheckExact(key):
             continue
-        value = <object>value_pointer
-        if _is_http_key(<str>key):
-            size += len(<str>key) - 5
-        elif (key == "CONTENT_TYPE" or key == "CONTENT_LENGTH") and value:
-            size += len(<str>key)
+        if _is_http_key(key):
+            size += PyUnicode_GET_LENGTH(key) - 5
+        elif _is_content_key(key) and PyObject_IsTrue(value):
+            size += PyUnicode_GET_LENGTH(key)
         else:
             continue
         count += 1
-        if type(value) is str:
-            size += len(<str>value)
+        if PyUnicode_CheckExact(value):
+            size += PyUnicode_GET_LENGTH(value)
     return count, size + count * _OVERHEAD

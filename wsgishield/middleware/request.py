@@ -65,12 +65,24 @@ SCHEMA_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _DEFAULTS = RequestPolicy()
 _encode = msgspec.json.Encoder().encode
 
+_ROUTE = context.ROUTE
+_TRACE = context.TRACE
+_BODY = context.BODY
+
+# Each route remembers its verdict for up to this many Content-Type values,
+# because clients send a handful of distinct ones. Longer or further values
+# are checked on every request.
+_MAX_BODY_TYPES = 256
+_MAX_MEMOISED_TYPE = 128
+
 
 class _RouteLimits:
     """The limits of one route (or the defaults), merged and precomputed."""
 
     __slots__ = (
+        "body_types",
         "content_types",
+        "decode",
         "decompress",
         "headers_too_large",
         "json_max_depth",
@@ -86,6 +98,7 @@ class _RouteLimits:
         "type_prefixes",
         "unsupported_media_type",
         "uri_too_long",
+        "validated_methods",
     )
 
     def __init__(
@@ -113,12 +126,18 @@ class _RouteLimits:
         self.decompress: bool = pick("decompress")
         self.max_inflate_ratio: int = pick("max_inflate_ratio")
         self.schema = BodySchema(schema) if schema is not None else None
+        self.decode = self.schema.decoder.decode if self.schema is not None else None
+        self.validated_methods = (
+            SCHEMA_METHODS if self.schema is not None else frozenset()
+        )
 
         types: list[str] = list(pick("content_types"))
         if self.schema is not None and not types:
             types = ["application/json"]
         self.content_types = frozenset(t for t in types if not t.endswith("/*"))
         self.type_prefixes = tuple(t[:-1] for t in types if t.endswith("/*"))
+        # Content-Type value: (is JSON, accepted on this route).
+        self.body_types: dict[str, tuple[bool, bool]] = {}
 
         allow = ", ".join(sorted(self.methods))
         self.method_not_allowed = Problem(
@@ -156,6 +175,20 @@ class _RouteLimits:
         if not self.content_types and not self.type_prefixes:
             return True
         return media in self.content_types or media.startswith(self.type_prefixes)
+
+    def body_type(self, content_type: str) -> tuple[bool, bool]:
+        """Return whether a Content-Type value is JSON and accepted on this route."""
+        verdict = self.body_types.get(content_type)
+        if verdict is not None:
+            return verdict
+        media = media_type(content_type)
+        verdict = (is_json(media), self.accepts(media))
+        if (
+            len(content_type) <= _MAX_MEMOISED_TYPE
+            and len(self.body_types) < _MAX_BODY_TYPES
+        ):
+            self.body_types[content_type] = verdict
+        return verdict
 
 
 class _HeldResponse:
@@ -279,12 +312,12 @@ class RequestLimitsMiddleware:
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
-        route = environ.get(context.ROUTE)
+        route = environ.get(_ROUTE)
         limits = (
             self.default if route is None else self.by_route.get(route.id, self.default)
         )
         method = environ.get("REQUEST_METHOD", "")
-        validate = limits.schema is not None and method in SCHEMA_METHODS
+        validate = method in limits.validated_methods
 
         try:
             self._check_head(environ, method, limits)
@@ -301,7 +334,7 @@ class RequestLimitsMiddleware:
         except _Rejected as rejection:
             return self._reject(environ, start_response, rejection)
 
-        trace: list[tuple[str, str, Any]] | None = environ.get(context.TRACE)
+        trace: list[tuple[str, str, Any]] | None = environ.get(_TRACE)
         if trace is not None:
             trace.append(("request", "allowed", body))
 
@@ -366,9 +399,10 @@ class RequestLimitsMiddleware:
 
         Returns whether the body is JSON, and the coding to inflate, if any.
         """
-        media = media_type(environ.get("CONTENT_TYPE", ""))
-        json_body = is_json(media)
-        if (length != 0 and not limits.accepts(media)) or (validate and not json_body):
+        content_type = environ.get("CONTENT_TYPE", "")
+        verdict = limits.body_types.get(content_type) or limits.body_type(content_type)
+        json_body, type_accepted = verdict
+        if (length != 0 and not type_accepted) or (validate and not json_body):
             raise _Rejected(limits.unsupported_media_type, "unsupported-media-type")
 
         content_encoding = environ.get("HTTP_CONTENT_ENCODING", "")
@@ -403,44 +437,51 @@ class RequestLimitsMiddleware:
         except RequestBodyError as exc:
             raise self._body_error(exc) from None
 
+        # The pre-scan rejects JSON nested or sized past the limits before any
+        # decoder sees it.
         if json_body:
-            self._scan(body, limits)
+            verdict, offset = scan_json(
+                body, limits.json_max_depth, limits.json_max_tokens
+            )
+            if verdict != OK:
+                raise self._scan_error(verdict, offset, limits)
 
-        if validate and limits.schema is not None:
+        # The same bytes go to the route's decoder, with no second read.
+        if validate and limits.decode is not None and limits.schema is not None:
             try:
-                environ[context.BODY] = limits.schema.decode(body)
-            except SchemaError as exc:
-                if exc.status == 422:
-                    errors = [msgspec.structs.asdict(error) for error in exc.errors]
-                    raise _Rejected(
-                        self.validation_failed,
-                        "schema-mismatch",
-                        exc.detail,
-                        errors=errors,
-                    ) from None
-                detail = exc.detail if body else "The body is empty."
-                raise _Rejected(self.invalid_json, "invalid-json", detail) from None
+                environ[_BODY] = limits.decode(body)
+            except msgspec.DecodeError as exc:
+                error = limits.schema.error(body, exc)
+                raise self._schema_error(error, body) from None
 
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ["wsgi.input_terminated"] = True
-        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        if length is None:
+            # _body_length() rejects Transfer-Encoding beside a Content-Length,
+            # so only a chunked body, which has no length, still carries it.
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
         if coding is not None:
             environ.pop("HTTP_CONTENT_ENCODING", None)
 
-    def _scan(self, body: bytes, limits: _RouteLimits) -> None:
-        """Reject JSON nested or sized past the limits before any decoder sees it."""
-        verdict, offset = scan_json(body, limits.json_max_depth, limits.json_max_tokens)
-        if verdict == OK:
-            return
+    def _schema_error(self, error: SchemaError, body: bytes) -> _Rejected:
+        if error.status == 422:
+            errors = [msgspec.structs.asdict(field) for field in error.errors]
+            return _Rejected(
+                self.validation_failed, "schema-mismatch", error.detail, errors=errors
+            )
+        detail = error.detail if body else "The body is empty."
+        return _Rejected(self.invalid_json, "invalid-json", detail)
+
+    def _scan_error(self, verdict: int, offset: int, limits: _RouteLimits) -> _Rejected:
         if verdict == TOO_DEEP:
-            raise _Rejected(
+            return _Rejected(
                 self.invalid_json,
                 "json-too-deep",
                 f"JSON nesting exceeds {limits.json_max_depth} levels "
                 f"at byte {offset}.",
             )
-        raise _Rejected(
+        return _Rejected(
             self.invalid_json,
             "json-too-many-tokens",
             f"JSON has more than {limits.json_max_tokens} tokens at byte {offset}.",
