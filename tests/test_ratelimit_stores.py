@@ -10,6 +10,7 @@ import random
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -295,3 +296,18 @@ def test_unusable_shm_table_applies_failure_mode(tmp_path, caplog):
     ):
         store.apply([Limit("one", "1/minute")], ["one|a"], 1)
     assert "shared-memory bucket table failed" in caplog.text
+
+
+@pytest.mark.gunicorn
+def test_stale_table_of_reused_pid_not_inherited(tmp_path):
+    """A table left by a killed arbiter must not carry buckets into a new one
+    that happens to get the same pid: on_starting removes it."""
+    from wsgishield import gunicorn as gunicorn_settings
+
+    stale = Path(table_path(os.getpid(), 1 << 18))
+    stale.write_bytes(b"stale")
+    try:
+        gunicorn_settings.on_starting(object())
+        assert not stale.exists()
+    finally:
+        stale.unlink(missing_ok=True)

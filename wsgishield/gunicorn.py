@@ -46,7 +46,8 @@ Choices that differ from Gunicorn's defaults, and why:
 - ``worker_tmp_dir`` is ``/dev/shm`` when it exists: the heartbeat file on a
   slow disk can make Gunicorn kill healthy workers.
 - ``on_exit`` removes the shared-memory rate-limit table that the workers
-  of this arbiter mapped (``/dev/shm/wsgishield-buckets-PID-*``).
+  of this arbiter mapped (``/dev/shm/wsgishield-buckets-PID-*``), and
+  ``on_starting`` removes one that a killed arbiter with the same pid left.
 - The binding is loopback by default. Put Nginx in front
   (``deploy/nginx/wsgishield.conf``) rather than exposing Gunicorn: sync
   workers are held by slow clients, and Nginx buffers requests for them.
@@ -151,7 +152,15 @@ events_log = os.environ.get("WSGISHIELD_EVENTS_LOG", "")
 
 
 def on_starting(server: Any) -> None:
-    """Empty the metrics directory and attach the JSON event log, if configured."""
+    """Clear state a dead arbiter left, and attach the JSON event log if configured.
+
+    Shared-memory rate-limit tables are named after the arbiter's pid. One
+    left by a killed arbiter whose pid is reused would hand its buckets to
+    the new workers, so this arbiter's names start empty.
+    """
+    from .stores.buckets_shm import remove_tables
+
+    remove_tables(os.getpid())
     directory = os.environ.get(multiprocess.MULTIPROC_ENV)
     if directory:
         multiprocess.prepare_multiprocess_directory(directory)
