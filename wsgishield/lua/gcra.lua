@@ -11,11 +11,12 @@
 -- ARGV[3i], ARGV[3i+1], ARGV[3i+2]   for policy i: interval, tolerance,
 --           and "1" when the policy is in shadow mode (never denies).
 --
--- Returns {admitted, then for each policy i: allowed_i, remaining_i,
--- retry_after_i, reset_after_i}. The request is admitted when every
--- policy not in shadow mode allows it; only then are the TATs of the
--- policies that allowed it stored. When the request is denied, the figures
--- of the policies that allowed it are from before the request.
+-- Returns {admitted, then for each policy i: remaining_i, retry_after_i,
+-- reset_after_i}, all integers. Policy i allowed the request exactly when
+-- retry_after_i is 0, so no field says so apart. The request is admitted
+-- when every policy not in shadow mode allows it; only then are the TATs of
+-- the policies that allowed it stored. When the request is denied, the
+-- figures of the policies that allowed it are from before the request.
 --
 -- Every number stays below 2^53, where Lua's doubles are exact integers.
 
@@ -77,9 +78,8 @@ for i = 1, #KEYS do
     result[3] = result[3] + cost
     result[5] = result[5] - spent
   end
-  reply[#reply + 1] = result[1]
-  reply[#reply + 1] = result[3]
-  reply[#reply + 1] = result[4]
-  reply[#reply + 1] = result[5]
+  reply[3 * i - 1] = result[3]
+  reply[3 * i] = result[4]
+  reply[3 * i + 1] = result[5]
 end
 return reply

@@ -94,12 +94,17 @@ class BucketStore(Protocol):
 class _Plan:
     """The policies of one route, resolved once."""
 
-    __slots__ = ("cost", "has_shadow", "limits", "too_costly")
+    __slots__ = ("cost", "has_shadow", "ip_key_prefixes", "limits", "too_costly")
 
     def __init__(self, limits: Sequence[Limit], cost: int) -> None:
         self.limits = tuple(limits)
         self.cost = cost
         self.has_shadow = any(limit.shadow for limit in self.limits)
+        # Most routes have only policies keyed by the client address: their
+        # keys are these prefixes followed by the address.
+        self.ip_key_prefixes: tuple[str, ...] | None = None
+        if all(limit.key == _IP_ONLY for limit in self.limits):
+            self.ip_key_prefixes = tuple(limit.id + "|" for limit in self.limits)
         # The first enforced policy whose full bucket is smaller than the
         # cost: such a request can never be admitted.
         self.too_costly = next(
@@ -373,7 +378,15 @@ class RateLimitMiddleware:
 
     def _keys(
         self, plan: _Plan, route_id: str, environ: WSGIEnvironment
-    ) -> tuple[list[Limit], list[str], str]:
+    ) -> tuple[Sequence[Limit], list[str], str]:
+        prefixes = plan.ip_key_prefixes
+        if prefixes is not None:
+            # Every policy is keyed by the address alone, and so is the tag
+            # when there is one (see _tag_part).
+            client = self.keys.client_part(environ)
+            tag = client if self.tag_part is not None else SHARED_TAG
+            return plan.limits, [prefix + client for prefix in prefixes], tag
+
         limits = []
         keys = []
         tag = SHARED_TAG

@@ -44,6 +44,10 @@ from .buckets_memory import monotonic_microseconds
 
 __all__ = ["SharedMemoryBucketStore", "remove_tables", "table_path"]
 
+# A NamedTuple class builds its instances in Python code; ``tuple.__new__``
+# builds them in C, at half the cost, on the path of every request.
+_new = tuple.__new__
+
 logger = logging.getLogger("wsgishield.ratelimit")
 
 _DIRECTORY = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
@@ -104,13 +108,14 @@ class SharedMemoryBucketStore:
         except (OSError, ConfigurationError) as exc:
             self._log_failure(exc)
             raise StoreError(f"shared-memory bucket table failed: {exc}") from exc
-        results = list(map(BucketResult._make, raw))
-        if not admitted:
-            results = [
-                unspent(result, limit, cost)
-                for result, limit in zip(results, limits, strict=True)
-            ]
-        return Outcome(admitted, results)
+        results = [_new(BucketResult, result) for result in raw]
+        if admitted:
+            return _new(Outcome, (True, results))
+        results = [
+            unspent(result, limit, cost)
+            for result, limit in zip(results, limits, strict=True)
+        ]
+        return Outcome(False, results)
 
     def _log_failure(self, exc: Exception) -> None:
         # One record per failure period, not one per request.
