@@ -109,7 +109,7 @@ class RedisBucketStore:
 
         # The keys, then ARGV: the time, the cost and three per policy.
         head = hash_tagged(self.prefix, tag, "rl", "")
-        arguments: list[Any] = [head + key for key in keys]
+        arguments: list[Any] = list(map(head.__add__, keys))
         arguments.append(self.server_time() if self.server_time else _SERVER_TIME)
         arguments.append(cost)
         policies = tuple(limits)
@@ -176,10 +176,11 @@ class RedisBucketStore:
             )
         # Per policy: remaining, retry_after, reset_after. A policy allowed
         # the request exactly when its retry_after is 0.
-        results = [
-            _new(BucketResult, (not reply[i + 1], 0, *reply[i : i + 3]))
-            for i in range(1, 1 + 3 * count, 3)
-        ]
+        results = []
+        for i in range(1, len(reply), 3):
+            retry_after = reply[i + 1]
+            result = (not retry_after, 0, reply[i], retry_after, reply[i + 2])
+            results.append(_new(BucketResult, result))
         return _new(Outcome, (reply[0] == 1, results))
 
     def _cached_denial(self, cache_key: tuple[Any, ...]) -> Outcome | None:

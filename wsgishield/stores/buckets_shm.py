@@ -24,6 +24,7 @@ arbiter share it and a restarted server starts afresh;
 from __future__ import annotations
 
 import fcntl
+import functools
 import glob
 import logging
 import mmap
@@ -47,6 +48,7 @@ __all__ = ["SharedMemoryBucketStore", "remove_tables", "table_path"]
 # A NamedTuple class builds its instances in Python code; ``tuple.__new__``
 # builds them in C, at half the cost, on the path of every request.
 _new = tuple.__new__
+_bucket_result = functools.partial(_new, BucketResult)
 
 logger = logging.getLogger("wsgishield.ratelimit")
 
@@ -108,7 +110,7 @@ class SharedMemoryBucketStore:
         except (OSError, ConfigurationError) as exc:
             self._log_failure(exc)
             raise StoreError(f"shared-memory bucket table failed: {exc}") from exc
-        results = [_new(BucketResult, result) for result in raw]
+        results = list(map(_bucket_result, raw))
         if admitted:
             return _new(Outcome, (True, results))
         results = [
