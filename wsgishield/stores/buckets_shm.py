@@ -24,7 +24,6 @@ arbiter share it and a restarted server starts afresh;
 from __future__ import annotations
 
 import fcntl
-import functools
 import glob
 import logging
 import mmap
@@ -48,7 +47,6 @@ __all__ = ["SharedMemoryBucketStore", "remove_tables", "table_path"]
 # A NamedTuple class builds its instances in Python code; ``tuple.__new__``
 # builds them in C, at half the cost, on the path of every request.
 _new = tuple.__new__
-_bucket_result = functools.partial(_new, BucketResult)
 
 logger = logging.getLogger("wsgishield.ratelimit")
 
@@ -106,11 +104,10 @@ class SharedMemoryBucketStore:
         """
         try:
             table = self._table or self._open()
-            admitted, raw = table.apply(limits, keys, cost, self.clock())
+            admitted, results = table.apply(limits, keys, cost, self.clock())
         except (OSError, ConfigurationError) as exc:
             self._log_failure(exc)
             raise StoreError(f"shared-memory bucket table failed: {exc}") from exc
-        results = list(map(_bucket_result, raw))
         if admitted:
             return _new(Outcome, (True, results))
         results = [
@@ -161,7 +158,7 @@ class SharedMemoryBucketStore:
                         f"{path} holds a table of another size",
                     )
                 mapping = mmap.mmap(fd, size, mmap.MAP_SHARED)
-                table = self.table_class(mapping, fd, self.slots)
+                table = self.table_class(mapping, fd, self.slots, result=BucketResult)
                 if created:
                     table.initialize()
                 elif not table.check():
