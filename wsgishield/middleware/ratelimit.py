@@ -117,6 +117,20 @@ class _Plan:
         )
 
 
+def _start_adding(
+    start_response: StartResponse, fields: list[tuple[str, str]]
+) -> StartResponse:
+    """Wrap ``start_response`` to append ``fields`` to the app's headers."""
+
+    # Apart from the request path, so that only these two become closure cells.
+    def start_with_fields(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], object]:
+        return start_response(status, [*headers, *fields], exc_info)
+
+    return start_with_fields
+
+
 def build_limits(settings: LimitsPolicy) -> dict[str, Limit]:
     """Compile the named policies of a ``[limits]`` section."""
     return {
@@ -351,17 +365,29 @@ class RateLimitMiddleware:
             trace.append(("ratelimit", "allowed", outcome))
 
         origin = environ.get("HTTP_ORIGIN")
-        if not fields and not origin:
+        if origin:
+            start = self._start_remembering_cors(
+                start_response, fields, route_id, origin
+            )
+            return self.app(environ, start)
+        if not fields:
             return self.app(environ, start_response)
+        return self.app(environ, _start_adding(start_response, fields))
 
+    def _start_remembering_cors(
+        self,
+        start_response: StartResponse,
+        fields: list[tuple[str, str]],
+        route_id: str,
+        origin: str,
+    ) -> StartResponse:
         def start_with_fields(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], object]:
-            if origin:
-                self._remember_cors(route_id, origin, headers)
+            self._remember_cors(route_id, origin, headers)
             return start_response(status, [*headers, *fields], exc_info)
 
-        return self.app(environ, start_with_fields)
+        return start_with_fields
 
     def _exempt(self, environ: WSGIEnvironment) -> bool:
         if self.exempt_paths.routes and self.exempt_paths.match(
@@ -441,9 +467,9 @@ class RateLimitMiddleware:
     def _header_fields(
         self, limits: Sequence[Limit], results: Sequence[BucketResult]
     ) -> list[tuple[str, str]]:
-        if self.headers == "none":
-            return []
-        if self.headers == "x-ratelimit":
+        if self.headers != "ietf":
+            if self.headers == "none":
+                return []
             return self._x_ratelimit_fields(limits, results)
 
         # RateLimit-Policy lists the enforced policies with their quota (q)
@@ -451,9 +477,11 @@ class RateLimitMiddleware:
         # quota (r) and the seconds until it is full again (t).
         if len(limits) == 1 and not limits[0].shadow:
             # The common case, without the lists and joins below.
-            limit, result = limits[0], results[0]
-            remaining = result.remaining if result.remaining > 0 else 0
-            reset = -(-result.reset_after // MICROSECONDS)
+            limit = limits[0]
+            _, _, remaining, _, reset_after = results[0]
+            if remaining < 0:
+                remaining = 0
+            reset = -(-reset_after // MICROSECONDS)
             return [
                 ("RateLimit-Policy", limit.policy_item),
                 ("RateLimit", f"{limit.state_prefix}{remaining};t={reset}"),
