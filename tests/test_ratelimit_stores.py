@@ -318,3 +318,15 @@ def test_shm_table_builds_the_result_type(tmp_path, mode):
     assert result == (True, START + 30 * SECOND, 1, 0, 30 * SECOND)
     with pytest.raises(TypeError):
         load_twin("shm", mode).SharedTable(None, -1, 1024, result=list)
+
+
+@pytest.mark.parametrize("mode", ["compiled", "python"])
+def test_shm_clock_is_clock_monotonic_in_microseconds(mode):
+    if mode == "compiled" and _fast.NO_EXTENSIONS:
+        pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")
+    clock = load_twin("shm", mode).monotonic_microseconds
+    before = time.monotonic_ns() // 1000
+    now = clock()
+    after = time.monotonic_ns() // 1000
+    assert type(now) is int
+    assert before <= now <= after

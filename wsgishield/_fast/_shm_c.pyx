@@ -24,6 +24,7 @@ from cpython.tuple cimport PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DATA, PyUnicode_GET_LENGTH
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memset
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from ._gcra_common import MAX_EXACT
 from ._shm_common import (
@@ -38,7 +39,7 @@ from ._shm_common import (
     SLOT_BYTES,
 )
 
-__all__ = ["COMPILED", "SharedTable", "key_hash"]
+__all__ = ["COMPILED", "SharedTable", "key_hash", "monotonic_microseconds"]
 
 COMPILED = True
 
@@ -115,6 +116,13 @@ cdef uint64_t _hash_text(str text) except? 0:
 def key_hash(str text not None):
     """Return the 64-bit FNV-1a hash of ``text`` in UTF-8, never 0."""
     return _hash_text(text)
+
+
+def monotonic_microseconds():
+    """Return ``CLOCK_MONOTONIC`` in microseconds, shared by every process."""
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return <int64_t>now.tv_sec * 1000000 + now.tv_nsec // 1000
 
 
 cdef inline void _set_item(object result, Py_ssize_t index, object value):

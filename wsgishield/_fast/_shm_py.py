@@ -11,6 +11,7 @@ import fcntl
 import mmap
 import struct
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from ._shm_common import (
     SLOT_BYTES,
 )
 
-__all__ = ["COMPILED", "SharedTable", "key_hash"]
+__all__ = ["COMPILED", "SharedTable", "key_hash", "monotonic_microseconds"]
 
 COMPILED = False
 
@@ -41,6 +42,11 @@ def key_hash(text: str) -> int:
     for byte in text.encode("utf-8", "surrogatepass"):
         value = ((value ^ byte) * FNV_PRIME) & _MASK
     return value or 1
+
+
+def monotonic_microseconds() -> int:
+    """Return ``CLOCK_MONOTONIC`` in microseconds, shared by every process."""
+    return time.monotonic_ns() // 1000
 
 
 class SharedTable:

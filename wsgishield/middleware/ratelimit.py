@@ -332,9 +332,18 @@ class RateLimitMiddleware:
         if self.has_exemptions and self._exempt(environ):
             return self.app(environ, start_response)
 
-        limits, keys, tag = self._keys(plan, route_id, environ)
-        if not limits:
-            return self.app(environ, start_response)
+        prefixes = plan.ip_key_prefixes
+        if prefixes is not None:
+            # Every policy is keyed by the address alone, and so is the tag
+            # when there is one (see _tag_part).
+            client = self.keys.client_part(environ)
+            limits: Sequence[Limit] = plan.limits
+            keys = [prefix + client for prefix in prefixes]
+            tag = client if self.tag_part is not None else SHARED_TAG
+        else:
+            limits, keys, tag = self._keys(plan, route_id, environ)
+            if not limits:
+                return self.app(environ, start_response)
 
         if plan.too_costly is not None and plan.too_costly in limits:
             return self._reject(
@@ -404,15 +413,7 @@ class RateLimitMiddleware:
 
     def _keys(
         self, plan: _Plan, route_id: str, environ: WSGIEnvironment
-    ) -> tuple[Sequence[Limit], list[str], str]:
-        prefixes = plan.ip_key_prefixes
-        if prefixes is not None:
-            # Every policy is keyed by the address alone, and so is the tag
-            # when there is one (see _tag_part).
-            client = self.keys.client_part(environ)
-            tag = client if self.tag_part is not None else SHARED_TAG
-            return plan.limits, [prefix + client for prefix in prefixes], tag
-
+    ) -> tuple[list[Limit], list[str], str]:
         limits = []
         keys = []
         tag = SHARED_TAG

@@ -36,11 +36,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .._fast._shm_common import HEADER_BYTES, SLOT_BYTES
-from .._fast.shm import SharedTable
+from .._fast.shm import SharedTable, monotonic_microseconds
 from ..errors import ConfigurationError, StoreError
 from ..ratelimit import BucketResult, Limit, Outcome, unspent
 from .buckets import under_gunicorn
-from .buckets_memory import monotonic_microseconds
 
 __all__ = ["SharedMemoryBucketStore", "remove_tables", "table_path"]
 
