@@ -122,7 +122,7 @@ def _start_adding(
 ) -> StartResponse:
     """Wrap ``start_response`` to append ``fields`` to the app's headers."""
 
-    # Apart from the request path, so that only these two become closure cells.
+    # A function of its own, so that only these two variables become cells.
     def start_with_fields(
         status: str, headers: list[tuple[str, str]], exc_info: Any = None
     ) -> Callable[[bytes], object]:

@@ -47,8 +47,8 @@ DEFAULT_DENY_CACHE_SIZE = 10_000
 _MAX_POLICY_ARGUMENTS = 1024
 # ARGV[1] asking the script to read the server's TIME.
 _SERVER_TIME = b"0"
-# A NamedTuple class builds its instances in Python code; ``tuple.__new__``
-# builds them in C, at half the cost, on the path of every request.
+# A NamedTuple class builds its instances in Python code. ``tuple.__new__``
+# builds them in C at about half the cost, which counts on every request.
 _new = tuple.__new__
 
 

@@ -43,8 +43,8 @@ from .buckets import under_gunicorn
 
 __all__ = ["SharedMemoryBucketStore", "remove_tables", "table_path"]
 
-# A NamedTuple class builds its instances in Python code; ``tuple.__new__``
-# builds them in C, at half the cost, on the path of every request.
+# A NamedTuple class builds its instances in Python code. ``tuple.__new__``
+# builds them in C at about half the cost, which counts on every request.
 _new = tuple.__new__
 
 logger = logging.getLogger("wsgishield.ratelimit")
