@@ -21,7 +21,7 @@ from tests.conftest import load_twin
 from tests.support.servers import REPOSITORY, GunicornServer
 from wsgishield import StoreError, _fast
 from wsgishield.policy import RedisSettings
-from wsgishield.ratelimit import Limit
+from wsgishield.ratelimit import BucketResult, Limit
 from wsgishield.stores import redis as redis_connections
 from wsgishield.stores.buckets_memory import MemoryBucketStore
 from wsgishield.stores.buckets_redis import RedisBucketStore
@@ -311,3 +311,38 @@ def test_stale_table_of_reused_pid_not_inherited(tmp_path):
         assert not stale.exists()
     finally:
         stale.unlink(missing_ok=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.characters(blacklist_categories=()), max_size=80))
+def test_shm_key_hash_twins_agree(text):
+    # The compiled kernel hashes ASCII keys in place and encodes the others,
+    # lone surrogates included; both must give the twin's value.
+    if _fast.NO_EXTENSIONS:
+        return
+    compiled = load_twin("shm", "compiled").key_hash
+    python = load_twin("shm", "python").key_hash
+    assert compiled(text) == python(text)
+
+
+@pytest.mark.parametrize("mode", ["compiled", "python"])
+def test_shm_table_builds_the_result_type(tmp_path, mode):
+    store = shm_store(tmp_path, mode)
+    outcome = store.apply([Limit("one", "2/minute")], ["one|a"], 1)
+    (result,) = outcome.results
+    assert type(result) is BucketResult
+    assert result == (True, START + 30 * SECOND, 1, 0, 30 * SECOND)
+    with pytest.raises(TypeError):
+        load_twin("shm", mode).SharedTable(None, -1, 1024, result=list)
+
+
+@pytest.mark.parametrize("mode", ["compiled", "python"])
+def test_shm_clock_is_clock_monotonic_in_microseconds(mode):
+    if mode == "compiled" and _fast.NO_EXTENSIONS:
+        pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")
+    clock = load_twin("shm", mode).monotonic_microseconds
+    before = time.monotonic_ns() // 1000
+    now = clock()
+    after = time.monotonic_ns() // 1000
+    assert type(now) is int
+    assert before <= now <= after

@@ -268,22 +268,21 @@ class KeyBuilder:
         """Return the client address, grouped by the configured prefix."""
         client = environ.get(context.CLIENT)
         if client is not None:
-            version, value = client.version, client.value
-            if version == 4 and self.ipv4_prefix == 32:
-                return str(client.ip)
+            text, version, value = client.ip, client.version, client.value
         else:
             # Used without the client address layer: the peer is the client.
             parsed = parse_address(environ.get("REMOTE_ADDR") or "")
             if parsed is None:
                 return "unknown"
-            version, value = parsed[1], parsed[2]
+            text, version, value = parsed[0], parsed[1], parsed[2]
 
+        # A whole address is its canonical text, which both sources hold.
         if version == 4:
             if self.ipv4_prefix == 32:
-                return str(format_address(4, value))
+                return str(text)
             return f"{format_address(4, value & self._ipv4_mask)}/{self.ipv4_prefix}"
         if self.ipv6_prefix == 128:
-            return str(format_address(6, value))
+            return str(text)
         return f"{format_address(6, value & self._ipv6_mask)}/{self.ipv6_prefix}"
 
     def part(self, name: str, environ: Mapping[str, Any], route_id: str) -> str | None:

@@ -18,8 +18,13 @@ those writes leaves some buckets charged for a request it never served,
 which errs on the side of limiting.
 """
 
+from cpython.object cimport PyTypeObject
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_SET_ITEM
+from cpython.unicode cimport PyUnicode_DATA, PyUnicode_GET_LENGTH
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memset
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from ._gcra_common import MAX_EXACT
 from ._shm_common import (
@@ -34,12 +39,16 @@ from ._shm_common import (
     SLOT_BYTES,
 )
 
-__all__ = ["COMPILED", "SharedTable", "key_hash"]
+__all__ = ["COMPILED", "SharedTable", "key_hash", "monotonic_microseconds"]
 
 COMPILED = True
 
 cdef extern from "<errno.h>":
     int EOWNERDEAD
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object)
+    object PyType_GenericAlloc(PyTypeObject*, Py_ssize_t)
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:
@@ -95,6 +104,11 @@ cdef uint64_t _hash_bytes(const unsigned char* data, Py_ssize_t length) noexcept
 
 
 cdef uint64_t _hash_text(str text) except? 0:
+    # An ASCII string is its own UTF-8: hash it in place, without a copy.
+    if PyUnicode_IS_COMPACT_ASCII(text):
+        return _hash_bytes(
+            <const unsigned char*>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text)
+        )
     cdef bytes data = text.encode("utf-8", "surrogatepass")
     return _hash_bytes(<const unsigned char*>data, len(data))
 
@@ -102,6 +116,38 @@ cdef uint64_t _hash_text(str text) except? 0:
 def key_hash(str text not None):
     """Return the 64-bit FNV-1a hash of ``text`` in UTF-8, never 0."""
     return _hash_text(text)
+
+
+def monotonic_microseconds():
+    """Return ``CLOCK_MONOTONIC`` in microseconds, shared by every process."""
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return <int64_t>now.tv_sec * 1000000 + now.tv_nsec // 1000
+
+
+cdef inline void _set_item(object result, Py_ssize_t index, object value):
+    # PyTuple_SET_ITEM takes over a reference.
+    Py_INCREF(value)
+    PyTuple_SET_ITEM(result, index, value)
+
+
+cdef object _result(type kind, Request* r):
+    """Return the kernel result of ``r`` as a tuple of type ``kind``."""
+    cdef object allowed = True if r.allowed else False
+    cdef object tat = r.new_tat
+    cdef object remaining = r.remaining
+    cdef object retry_after = r.retry_after
+    cdef object reset_after = r.reset_after
+    if kind is tuple:
+        return (allowed, tat, remaining, retry_after, reset_after)
+    # What tuple.__new__(kind, ...) does, without the intermediate tuple.
+    result = PyType_GenericAlloc(<PyTypeObject*>kind, 5)
+    _set_item(result, 0, allowed)
+    _set_item(result, 1, tat)
+    _set_item(result, 2, remaining)
+    _set_item(result, 3, retry_after)
+    _set_item(result, 4, reset_after)
+    return result
 
 
 cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
@@ -120,10 +166,14 @@ cdef class SharedTable:
     cdef pthread_mutex_t* mutex
     cdef readonly Py_ssize_t slots
     cdef uint64_t mask
+    cdef type result
 
-    def __init__(self, mapping, int fd, Py_ssize_t slots):
+    def __init__(self, mapping, int fd, Py_ssize_t slots, *, type result=tuple):
         if slots < _WINDOW or slots & (slots - 1):
             raise ValueError("slots must be a power of two of at least 8")
+        if not issubclass(result, tuple) or result.__itemsize__ != tuple.__itemsize__:
+            raise TypeError("result must be tuple or a subclass with its layout")
+        self.result = result
         self.view = mapping
         if self.view.shape[0] < _HEADER + slots * SLOT_BYTES:
             raise ValueError("the mapping is smaller than the table")
@@ -216,8 +266,9 @@ cdef class SharedTable:
     def apply(self, limits, keys, int64_t cost, int64_t now):
         """Check and consume the buckets of one request, all or nothing.
 
-        Returns ``(admitted, results)`` with one kernel result per policy;
-        the TATs are stored only when the request is admitted.
+        Returns ``(admitted, results)`` with one kernel result per policy,
+        each of the ``result`` type; the TATs are stored only when the
+        request is admitted.
         """
         cdef Request requests[32]
         cdef int count = len(keys)
@@ -248,8 +299,7 @@ cdef class SharedTable:
         if status != 0:
             raise OSError(status, "locking the shared bucket table failed")
 
-        return admitted, [
-            (requests[i].allowed, requests[i].new_tat, requests[i].remaining,
-             requests[i].retry_after, requests[i].reset_after)
-            for i in range(count)
-        ]
+        results = []
+        for i in range(count):
+            results.append(_result(self.result, &requests[i]))
+        return admitted, results

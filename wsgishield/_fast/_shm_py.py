@@ -11,6 +11,7 @@ import fcntl
 import mmap
 import struct
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from ._shm_common import (
     SLOT_BYTES,
 )
 
-__all__ = ["COMPILED", "SharedTable", "key_hash"]
+__all__ = ["COMPILED", "SharedTable", "key_hash", "monotonic_microseconds"]
 
 COMPILED = False
 
@@ -43,12 +44,22 @@ def key_hash(text: str) -> int:
     return value or 1
 
 
+def monotonic_microseconds() -> int:
+    """Return ``CLOCK_MONOTONIC`` in microseconds, shared by every process."""
+    return time.monotonic_ns() // 1000
+
+
 class SharedTable:
     """Bucket times in a shared mapping, updated under an exclusive lock."""
 
-    def __init__(self, mapping: mmap.mmap, fd: int, slots: int) -> None:
+    def __init__(
+        self, mapping: mmap.mmap, fd: int, slots: int, *, result: type = tuple
+    ) -> None:
         if slots < PROBE_WINDOW or slots & (slots - 1):
             raise ValueError("slots must be a power of two of at least 8")
+        if not issubclass(result, tuple) or result.__itemsize__ != tuple.__itemsize__:
+            raise TypeError("result must be tuple or a subclass with its layout")
+        self.result = result
         if len(mapping) < HEADER_BYTES + slots * SLOT_BYTES:
             raise ValueError("the mapping is smaller than the table")
         self.mapping = mapping
@@ -70,8 +81,9 @@ class SharedTable:
     ) -> tuple[bool, list[tuple[bool, int, int, int, int]]]:
         """Check and consume the buckets of one request, all or nothing.
 
-        Returns ``(admitted, results)`` with one kernel result per policy;
-        the TATs are stored only when the request is admitted.
+        Returns ``(admitted, results)`` with one kernel result per policy,
+        each of the ``result`` type; the TATs are stored only when the
+        request is admitted.
         """
         if len(keys) > MAX_POLICIES:
             raise ValueError(f"at most {MAX_POLICIES} policies per request")
@@ -114,6 +126,8 @@ class SharedTable:
                     _SLOT.pack_into(
                         self.mapping, self._offset(slot), stored_hash, result[1]
                     )
+        if self.result is not tuple:
+            results = [tuple.__new__(self.result, result) for result in results]
         return admitted, results
 
     def _offset(self, slot: int) -> int:

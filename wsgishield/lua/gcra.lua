@@ -11,16 +11,19 @@
 -- ARGV[3i], ARGV[3i+1], ARGV[3i+2]   for policy i: interval, tolerance,
 --           and "1" when the policy is in shadow mode (never denies).
 --
--- Returns {admitted, then for each policy i: allowed_i, remaining_i,
--- retry_after_i, reset_after_i}. The request is admitted when every
--- policy not in shadow mode allows it; only then are the TATs of the
--- policies that allowed it stored. When the request is denied, the figures
--- of the policies that allowed it are from before the request.
+-- Returns {admitted, then for each policy i: remaining_i, retry_after_i,
+-- reset_after_i}, all integers. Policy i allowed the request exactly when
+-- retry_after_i is 0, so no field says so apart. The request is admitted
+-- when every policy not in shadow mode allows it; only then are the TATs of
+-- the policies that allowed it stored. When the request is denied, the
+-- figures of the policies that allowed it are from before the request.
 --
 -- Every number stays below 2^53, where Lua's doubles are exact integers.
 
+local floor = math.floor
+
 local function floor_div(a, b)
-  local q = math.floor(a / b)
+  local q = floor(a / b)
   -- a / b is rounded to the nearest double; correct the quotient exactly.
   if q * b > a then
     q = q - 1
@@ -43,12 +46,14 @@ if now == 0 then
 end
 local cost = tonumber(ARGV[2])
 
+-- The reply is built in place: reply[3i - 1 .. 3i + 1] are the figures of
+-- policy i, and tats[i] the TAT to store, or false when it denied.
 local admitted = 1
-local results = {}
+local reply = {1}
+local tats = {}
 for i = 1, #KEYS do
   local interval = tonumber(ARGV[3 * i])
   local tolerance = tonumber(ARGV[3 * i + 1])
-  local shadow = ARGV[3 * i + 2] == '1'
 
   local tat = tonumber(redis.call('GET', KEYS[i])) or 0
   local base = tat > now and tat or now
@@ -56,30 +61,32 @@ for i = 1, #KEYS do
   local allow_at = new_tat - tolerance
 
   if allow_at > now then
-    results[i] = {0, base, floor_div(now + tolerance - base, interval), allow_at - now, base - now}
-    if not shadow then
+    reply[3 * i - 1] = floor_div(now + tolerance - base, interval)
+    reply[3 * i] = allow_at - now
+    reply[3 * i + 1] = base - now
+    tats[i] = false
+    if ARGV[3 * i + 2] ~= '1' then
       admitted = 0
     end
   else
-    results[i] = {1, new_tat, floor_div(now + tolerance - new_tat, interval), 0, new_tat - now}
+    reply[3 * i - 1] = floor_div(now + tolerance - new_tat, interval)
+    reply[3 * i] = 0
+    reply[3 * i + 1] = new_tat - now
+    tats[i] = new_tat
   end
 end
+reply[1] = admitted
 
-local reply = {admitted}
 for i = 1, #KEYS do
-  local result = results[i]
-  if admitted == 1 and result[1] == 1 then
+  local tat = tats[i]
+  if tat and admitted == 1 then
     -- The key may vanish when the bucket is full again: round up to ms.
-    local ttl = math.floor((result[5] + 999) / 1000)
-    redis.call('SET', KEYS[i], string.format('%d', result[2]), 'PX', ttl)
-  elseif admitted == 0 and result[1] == 1 then
-    local spent = cost * tonumber(ARGV[3 * i])
-    result[3] = result[3] + cost
-    result[5] = result[5] - spent
+    local ttl = floor((reply[3 * i + 1] + 999) / 1000)
+    redis.call('SET', KEYS[i], string.format('%d', tat), 'PX', ttl)
+  elseif tat then
+    -- Denied by another policy: give the figures from before the request.
+    reply[3 * i - 1] = reply[3 * i - 1] + cost
+    reply[3 * i + 1] = reply[3 * i + 1] - cost * tonumber(ARGV[3 * i])
   end
-  reply[#reply + 1] = result[1]
-  reply[#reply + 1] = result[3]
-  reply[#reply + 1] = result[4]
-  reply[#reply + 1] = result[5]
 end
 return reply

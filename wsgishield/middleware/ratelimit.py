@@ -96,12 +96,17 @@ class BucketStore(Protocol):
 class _Plan:
     """The policies of one route, resolved once."""
 
-    __slots__ = ("cost", "has_shadow", "limits", "too_costly")
+    __slots__ = ("cost", "has_shadow", "ip_key_prefixes", "limits", "too_costly")
 
     def __init__(self, limits: Sequence[Limit], cost: int) -> None:
         self.limits = tuple(limits)
         self.cost = cost
         self.has_shadow = any(limit.shadow for limit in self.limits)
+        # Most routes have only policies keyed by the client address: their
+        # keys are these prefixes followed by the address.
+        self.ip_key_prefixes: tuple[str, ...] | None = None
+        if all(limit.key == _IP_ONLY for limit in self.limits):
+            self.ip_key_prefixes = tuple(limit.id + "|" for limit in self.limits)
         # The first enforced policy whose full bucket is smaller than the
         # cost: such a request can never be admitted.
         self.too_costly = next(
@@ -112,6 +117,20 @@ class _Plan:
             ),
             None,
         )
+
+
+def _start_adding(
+    start_response: StartResponse, fields: list[tuple[str, str]]
+) -> StartResponse:
+    """Wrap ``start_response`` to append ``fields`` to the app's headers."""
+
+    # A function of its own, so that only these two variables become cells.
+    def start_with_fields(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], object]:
+        return start_response(status, [*headers, *fields], exc_info)
+
+    return start_with_fields
 
 
 def build_limits(settings: LimitsPolicy) -> dict[str, Limit]:
@@ -349,9 +368,18 @@ class RateLimitMiddleware:
         if self.has_exemptions and self._exempt(environ):
             return self.app(environ, start_response)
 
-        limits, keys, tag = self._keys(plan, route_id, environ)
-        if not limits:
-            return self.app(environ, start_response)
+        prefixes = plan.ip_key_prefixes
+        if prefixes is not None:
+            # Every policy is keyed by the address alone, and so is the tag
+            # when there is one (see _tag_part).
+            client = self.keys.client_part(environ)
+            limits: Sequence[Limit] = plan.limits
+            keys = [prefix + client for prefix in prefixes]
+            tag = client if self.tag_part is not None else SHARED_TAG
+        else:
+            limits, keys, tag = self._keys(plan, route_id, environ)
+            if not limits:
+                return self.app(environ, start_response)
 
         if plan.too_costly is not None and plan.too_costly in limits:
             if self._decisions is not None:
@@ -386,17 +414,29 @@ class RateLimitMiddleware:
             trace.append(("ratelimit", "allowed", outcome))
 
         origin = environ.get("HTTP_ORIGIN")
-        if not fields and not origin:
+        if origin:
+            start = self._start_remembering_cors(
+                start_response, fields, route_id, origin
+            )
+            return self.app(environ, start)
+        if not fields:
             return self.app(environ, start_response)
+        return self.app(environ, _start_adding(start_response, fields))
 
+    def _start_remembering_cors(
+        self,
+        start_response: StartResponse,
+        fields: list[tuple[str, str]],
+        route_id: str,
+        origin: str,
+    ) -> StartResponse:
         def start_with_fields(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], object]:
-            if origin:
-                self._remember_cors(route_id, origin, headers)
+            self._remember_cors(route_id, origin, headers)
             return start_response(status, [*headers, *fields], exc_info)
 
-        return self.app(environ, start_with_fields)
+        return start_with_fields
 
     def _exempt(self, environ: WSGIEnvironment) -> bool:
         if self.exempt_paths.routes and self.exempt_paths.match(
@@ -470,9 +510,9 @@ class RateLimitMiddleware:
     def _header_fields(
         self, limits: Sequence[Limit], results: Sequence[BucketResult]
     ) -> list[tuple[str, str]]:
-        if self.headers == "none":
-            return []
-        if self.headers == "x-ratelimit":
+        if self.headers != "ietf":
+            if self.headers == "none":
+                return []
             return self._x_ratelimit_fields(limits, results)
 
         # RateLimit-Policy lists the enforced policies with their quota (q)
@@ -480,9 +520,11 @@ class RateLimitMiddleware:
         # quota (r) and the seconds until it is full again (t).
         if len(limits) == 1 and not limits[0].shadow:
             # The common case, without the lists and joins below.
-            limit, result = limits[0], results[0]
-            remaining = result.remaining if result.remaining > 0 else 0
-            reset = -(-result.reset_after // MICROSECONDS)
+            limit = limits[0]
+            _, _, remaining, _, reset_after = results[0]
+            if remaining < 0:
+                remaining = 0
+            reset = -(-reset_after // MICROSECONDS)
             return [
                 ("RateLimit-Policy", limit.policy_item),
                 ("RateLimit", f"{limit.state_prefix}{remaining};t={reset}"),
