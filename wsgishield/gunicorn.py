@@ -124,7 +124,7 @@ limit_request_field_size = 8190
 
 secure_scheme_headers: dict[str, str] = {}
 # Gunicorn lets a peer in forwarded_allow_ips set SCRIPT_NAME and PATH_INFO
-# through request headers; a client on loopback could then move PATH_INFO
+# through request headers. A client on loopback could then move PATH_INFO
 # outside the routes the policy names.
 forwarder_headers = ""
 

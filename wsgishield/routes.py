@@ -126,7 +126,7 @@ class Route:
 
 
 class RouteTable:
-    """Ordered route rules with a bounded memo of (method, path) answers."""
+    """Ordered route rules with a bounded memo of (method, path) results."""
 
     __slots__ = ("_memo", "cache_size", "routes")
 

@@ -47,7 +47,7 @@ class StaticKey(msgspec.Struct, **_STRUCT_OPTIONS):
 
 
 class JwksSettings(msgspec.Struct, **_STRUCT_OPTIONS):
-    """Where and how often to fetch an issuer's JSON Web Key Set."""
+    """Location and refresh schedule of an issuer's JSON Web Key Set."""
 
     #: ``https://`` URL; ``http://`` only for a loopback host.
     uri: str
@@ -65,7 +65,7 @@ class JwksSettings(msgspec.Struct, **_STRUCT_OPTIONS):
 
 
 class IssuerProfile(msgspec.Struct, **_STRUCT_OPTIONS):
-    """What a token from one issuer must look like to be accepted."""
+    """Requirements a token from one issuer must meet to be accepted."""
 
     #: Exact ``iss`` value; compared as a whole string, never as a prefix.
     issuer: str
@@ -96,7 +96,7 @@ class IssuerProfile(msgspec.Struct, **_STRUCT_OPTIONS):
 
 
 class TokenSources(msgspec.Struct, **_STRUCT_OPTIONS):
-    """Where a request may carry its token."""
+    """Places in a request that may carry its token."""
 
     #: ``Authorization: Bearer`` (RFC 6750, section 2.1).
     header: bool = True
@@ -112,7 +112,7 @@ class TokenSources(msgspec.Struct, **_STRUCT_OPTIONS):
 
 
 class RevocationSettings(msgspec.Struct, **_STRUCT_OPTIONS):
-    """Where revoked token ids and subject cut-offs live."""
+    """Store of revoked token ids and subject cut-offs."""
 
     #: ``redis`` uses the policy's ``redis`` section and is shared by every
     #: worker; ``memory`` holds one process only.
