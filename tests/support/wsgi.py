@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Response", "call", "make_environ"]
+__all__ = ["EchoApp", "Response", "call", "make_environ"]
 
 
 @dataclass
@@ -135,3 +135,37 @@ def call(
             close()
     status, headers = started
     return Response(status, headers, body, environ)
+
+
+class EchoApp:
+    """A WSGI app that reads the whole body and records what it saw."""
+
+    def __init__(self, read: str = "all") -> None:
+        self.read = read
+        self.seen: list[bytes] = []
+        self.environ: dict[str, Any] = {}
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        self.environ = environ
+        stream = environ["wsgi.input"]
+        if self.read == "all":
+            data = stream.read()
+        elif self.read == "chunks":
+            parts = []
+            while True:
+                part = stream.read(1000)
+                if not part:
+                    break
+                parts.append(part)
+            data = b"".join(parts)
+        elif self.read == "lines":
+            data = b"".join(stream)
+        else:
+            data = b""
+        self.seen.append(data)
+        body = str(len(data)).encode()
+        start_response(
+            "200 OK",
+            [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
