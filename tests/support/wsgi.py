@@ -11,9 +11,11 @@ import io
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["EchoApp", "Response", "call", "make_environ"]
+from wsgishield import context
+
+__all__ = ["EchoApp", "Response", "StubIdentity", "call", "make_environ"]
 
 
 @dataclass
@@ -42,6 +44,16 @@ class Response:
         return json.loads(self.body)
 
 
+class StubIdentity(NamedTuple):
+    """Stands in for the caller the authentication layer verified.
+
+    The layers below authentication read only ``subject``; the real
+    ``Identity`` needs a whole verified token.
+    """
+
+    subject: str
+
+
 def make_environ(
     method: str = "GET",
     target: str = "/",
@@ -55,6 +67,7 @@ def make_environ(
     terminated: bool = True,
     remote_addr: str = "192.0.2.10",
     scheme: str = "http",
+    subject: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build a WSGI environ for one request.
@@ -62,7 +75,8 @@ def make_environ(
     A query in ``target`` fills QUERY_STRING unless ``query`` is given.
     ``chunked`` leaves CONTENT_LENGTH out, as servers do for a chunked body;
     ``terminated`` then says whether the server marked the stream's end.
-    ``extra`` adds environ keys, such as what an outer layer leaves there.
+    ``subject`` leaves a ``StubIdentity`` where the authentication layer
+    puts the verified caller. ``extra`` adds any other environ keys.
     """
     path, _, target_query = target.partition("?")
     environ: dict[str, Any] = {
@@ -95,6 +109,8 @@ def make_environ(
         if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
             key = "HTTP_" + key
         environ[key] = value
+    if subject is not None:
+        environ[context.IDENTITY] = StubIdentity(subject)
     if extra:
         environ.update(extra)
     return environ
