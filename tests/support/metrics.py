@@ -10,7 +10,10 @@ SampleKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
 def sample_values(registry: metrics.MetricsRegistry) -> dict[SampleKey, float]:
-    """Every sample the registry would expose, keyed by name and sorted labels."""
+    """Return every sample the registry would expose.
+
+    Each key is the sample name and its labels, sorted.
+    """
     values: dict[SampleKey, float] = {}
     for family in registry.collect():
         for sample in family.samples:

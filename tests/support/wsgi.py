@@ -1,6 +1,6 @@
 """Call a WSGI app in-process, as a server would, and collect its response.
 
-``make_environ`` builds a PEP 3333 environ; ``call`` runs one request through
+``make_environ`` builds a PEP 3333 environ. ``call`` runs one request through
 an app, from a target such as ``"/items?page=2"`` or from a ready environ, and
 returns a ``Response``.
 """
@@ -32,9 +32,12 @@ class Response:
         return int(self.status.split(" ", 1)[0])
 
     def header(self, name: str) -> str | None:
-        """Every value of ``name`` (any case) joined by ", ", or None if absent."""
-        wanted = name.lower()
-        values = [value for key, value in self.headers if key.lower() == wanted]
+        """Return every value of ``name``, matched in any case, joined by ", ".
+
+        Return None when the response has no such header.
+        """
+        lowered = name.lower()
+        values = [value for key, value in self.headers if key.lower() == lowered]
         return ", ".join(values) if values else None
 
     def header_names(self) -> set[str]:
@@ -45,9 +48,9 @@ class Response:
 
 
 class StubIdentity(NamedTuple):
-    """Stands in for the caller the authentication layer verified.
+    """A stand-in for the caller that the authentication layer verified.
 
-    The layers below authentication read only ``subject``; the real
+    The layers below authentication read only ``subject``, while the real
     ``Identity`` needs a whole verified token.
     """
 
@@ -73,8 +76,8 @@ def make_environ(
     """Build a WSGI environ for one request.
 
     A query in ``target`` fills QUERY_STRING unless ``query`` is given.
-    ``chunked`` leaves CONTENT_LENGTH out, as servers do for a chunked body;
-    ``terminated`` then says whether the server marked the stream's end.
+    ``chunked`` leaves CONTENT_LENGTH out, as servers do for a chunked body.
+    ``terminated`` then sets whether the server marked the end of the stream.
     ``subject`` leaves a ``StubIdentity`` where the authentication layer
     puts the verified caller. ``extra`` adds any other environ keys.
     """
