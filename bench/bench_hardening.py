@@ -21,7 +21,7 @@ import pydantic
 import pytest
 
 from tests.conftest import load_twin
-from tests.support.request_wsgi import make_environ
+from tests.support.wsgi import make_environ
 from wsgishield import HAS_EXTENSIONS, Shield, context
 from wsgishield.middleware import RequestLimitsMiddleware, SecurityHeadersMiddleware
 from wsgishield.policy import RequestPolicy, RouteRequest

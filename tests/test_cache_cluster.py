@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from tests.cache_helpers import CountingApp, FakeClock, build, json_body
-from tests.support.cache_wsgi import call, make_environ
 from tests.support.servers import RedisServer, free_port
+from tests.support.wsgi import call, make_environ
 from wsgishield.cache.redis import RedisStore
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -108,8 +108,8 @@ def test_cluster_hit_fill_and_purge(cluster_store: RedisStore) -> None:
     cache = build(app, rules, cluster_store, FakeClock())
 
     for path in paths:
-        call(cache, "GET", path)
-    hits = [call(cache, "GET", path) for path in paths]
+        call(cache, path)
+    hits = [call(cache, path) for path in paths]
     slots = set()
     for path in paths:
         environ = make_environ("GET", path)
@@ -118,7 +118,7 @@ def test_cluster_hit_fill_and_purge(cluster_store: RedisStore) -> None:
         key = cache.keys.primary(target, (), environ, None)
         slots.add(cluster_store.client.keyslot(cluster_store._entry_key(key)))
     purged = cache.purge("catalog")
-    after = [call(cache, "GET", path) for path in paths]
+    after = [call(cache, path) for path in paths]
 
     assert all("; hit" in (response.header("Cache-Status") or "") for response in hits)
     assert len(slots) > 1
@@ -135,6 +135,6 @@ def test_cluster_lease_and_invalidation(cluster_store: RedisStore) -> None:
 
     app = CountingApp({"/orders": numbered})
     cache = build(app, {"/orders": {"ttl": 60}}, cluster_store, FakeClock())
-    call(cache, "GET", "/orders")
-    call(cache, "POST", "/orders")
-    assert call(cache, "GET", "/orders").body == json_body(call=3)
+    call(cache, "/orders")
+    call(cache, "/orders", method="POST")
+    assert call(cache, "/orders").body == json_body(call=3)

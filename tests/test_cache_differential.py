@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.cache_helpers import CountingApp, FakeClock, build, close_store, make_store
-from tests.support.cache_wsgi import call
+from tests.support.wsgi import call
 from wsgishield import context
 
 REQUESTS = 10_000
@@ -112,9 +112,9 @@ def test_no_response_reaches_other_client(
             # the cache removes them from the app's environ.
             sent["HTTP_AUTHORIZATION"] = sent["HTTP_COOKIE"] = None
 
-        response = call(cache, method, path, headers, subject=subject)
+        response = call(cache, path, method=method, headers=headers, subject=subject)
 
-        assert response.status == 200, (number, path, response)
+        assert response.status_code == 200, (number, path, response)
         if "; hit" in (response.header("Cache-Status") or ""):
             hits += 1
         if method == "HEAD":

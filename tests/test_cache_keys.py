@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.support.cache_wsgi import make_environ
+from tests.support.wsgi import make_environ
 from wsgishield.cache.freshness import assess, mark_private, parse_cache_control
 from wsgishield.cache.keys import KeyBuilder, canonical_query
 from wsgishield.cache.validation import etag_matches, not_modified_since
@@ -98,8 +98,7 @@ def test_target_rejects_invalid_host(host: str) -> None:
 
 
 def test_target_falls_back_to_server_name() -> None:
-    environ = make_environ()
-    del environ["HTTP_HOST"]
+    environ = make_environ()  # no Host header unless one is given
     target = KeyBuilder().target(environ, "http")
     assert target is not None
     assert target.host == "api.example"
@@ -136,8 +135,8 @@ def test_host_spelling_keyed_apart() -> None:
 
 def test_surrogates_keyed_apart() -> None:
     keys = KeyBuilder()
-    environ = make_environ(path="/q\udcff")
-    other = make_environ(path="/q\udcfe")
+    environ = make_environ(target="/q\udcff")
+    other = make_environ(target="/q\udcfe")
     target = keys.target(environ, "http")
     other_target = keys.target(other, "http")
     assert target is not None

@@ -8,7 +8,7 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.support.cache_wsgi import call
+from tests.support.wsgi import call
 from wsgishield import Shield, context
 
 SECRET = "a-test-secret-of-at-least-thirty-two-bytes!"
@@ -27,7 +27,9 @@ def token(subject: str) -> str:
 def subject_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     identity = environ.get(context.IDENTITY)
     body = (identity.subject if identity else "anonymous").encode()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Cache-Control", "max-age=60")])
+    start_response(
+        "200 OK", [("Content-Type", "text/plain"), ("Cache-Control", "max-age=60")]
+    )
     return [body]
 
 
@@ -65,11 +67,13 @@ def shield(monkeypatch: pytest.MonkeyPatch) -> Shield:
     )
 
 
-@pytest.mark.parametrize("path", ["/me", "/open"], ids=["private-route", "public-route"])
+@pytest.mark.parametrize(
+    "path", ["/me", "/open"], ids=["private-route", "public-route"]
+)
 def test_query_token_responses_stay_apart(shield: Shield, path: str) -> None:
-    alice = call(shield, "GET", f"{path}?access_token={token('alice')}")
-    bob = call(shield, "GET", f"{path}?access_token={token('bob')}")
-    anonymous = call(shield, "GET", path)
+    alice = call(shield, f"{path}?access_token={token('alice')}")
+    bob = call(shield, f"{path}?access_token={token('bob')}")
+    anonymous = call(shield, path)
 
     assert bob.body != b"alice"
     assert anonymous.body != b"alice"

@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from tests.cache_helpers import CountingApp, FakeClock, build, json_body
-from tests.support.cache_wsgi import call
 from tests.support.servers import RedisServer
+from tests.support.wsgi import call
 from wsgishield.cache.entry import Entry, VaryMarker, decode, encode
 from wsgishield.cache.memory import ENTRY_OVERHEAD, MemoryStore
 from wsgishield.cache.redis import RedisStore
@@ -203,17 +203,17 @@ def test_cache_bypasses_dead_redis(
     cache = build(
         app, {"/q": {"ttl": 60}}, RedisStore(client, prefix="down"), FakeClock()
     )
-    call(cache, "GET", "/q")
+    call(cache, "/q")
     redis_server.stop()
 
-    down = call(cache, "GET", "/q")
-    still_down = call(cache, "GET", "/q")
-    posted = call(cache, "POST", "/q")
+    down = call(cache, "/q")
+    still_down = call(cache, "/q")
+    posted = call(cache, "/q", method="POST")
 
-    assert down.status == 200
+    assert down.status_code == 200
     assert "detail=store-unavailable" in (down.header("Cache-Status") or "")
-    assert still_down.status == 200
-    assert posted.status == 200
+    assert still_down.status_code == 200
+    assert posted.status_code == 200
 
 
 @pytest.mark.redis
@@ -227,8 +227,8 @@ def test_cache_paused_redis_times_out(
     )
     redis_server.pause()
     try:
-        response = call(cache, "GET", "/q")
+        response = call(cache, "/q")
     finally:
         redis_server.resume()
 
-    assert response.status == 200
+    assert response.status_code == 200

@@ -189,7 +189,7 @@ def test_outage_past_staleness_answers_503(server: JwksServer) -> None:
 
     response = call(
         middleware, "/x", headers={"Authorization": f"Bearer {cached}"},
-        environ={"wsgishield.route": Route("all", "/**")},
+        extra={"wsgishield.route": Route("all", "/**")},
     )  # fmt: skip
     assert response.status_code == 503
     assert response.header("Retry-After") is not None

@@ -83,7 +83,7 @@ def test_missing_token_gets_bare_challenge(shield: Shield) -> None:
     assert challenge(response) == 'Bearer realm="api"'
     assert response.header("Content-Type") == "application/problem+json"
     assert response.json()["status"] == 401
-    assert response.environ[context.DECISION].reason == "missing-token"  # type: ignore[attr-defined]
+    assert response.environ[context.DECISION].reason == "missing-token"
 
 
 @pytest.mark.parametrize(
@@ -346,7 +346,7 @@ def test_query_token_removal_keeps_other_parameters(shield: Shield) -> None:
     token = hs256(claims())
     query = f"a=b%20c&access%5Ftoken={token}&d=%2F"
     response = call(
-        shield, "/download", query=query, environ={"RAW_URI": f"/download?{query}"}
+        shield, "/download", query=query, extra={"RAW_URI": f"/download?{query}"}
     )
     assert response.status_code == 200
     assert SEEN[-1]["QUERY_STRING"] == "a=b%20c&d=%2F"

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from tests.metrics_support import sample_values
+from tests.support.metrics import sample_values
 from wsgishield import metrics
 
 

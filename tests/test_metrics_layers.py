@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.metrics_support import SampleKey, sample_values
 from tests.support.jwks_server import JwksServer
+from tests.support.metrics import SampleKey, sample_values
 from tests.support.servers import free_port
 from tests.support.tokens import ISSUER, SECRET, SECRET_VARIABLE, claims, hs256
 from tests.support.wsgi import call

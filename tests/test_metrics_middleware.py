@@ -9,12 +9,16 @@ from typing import Any
 
 import pytest
 
-from tests.metrics_support import call, sample_values, series_names
+from tests.support.metrics import sample_values, series_names
+from tests.support.wsgi import call
 from wsgishield import Shield, context, metrics
 from wsgishield.errors import ConfigurationError
 from wsgishield.middleware import MetricsMiddleware
 from wsgishield.policy import load_policy
 from wsgishield.problem import Problem
+
+# The scrape endpoint answers loopback peers only, unless configured.
+LOOPBACK = "127.0.0.1"
 
 ROUTES = [
     {"id": "items", "path": "/items/{id}", "methods": ["GET", "POST"]},
@@ -132,15 +136,15 @@ def test_bad_policy_names_key(options: dict[str, Any], key: str) -> None:
 def test_empty_allow_serves_no_path(registry: metrics.MetricsRegistry) -> None:
     layer = MetricsMiddleware(ok_app, allow=[], registry=registry)
     assert layer.path is None
-    status, _, body = call(layer, "/metrics")
-    assert status == "200 OK"
-    assert body == b"ok"
+    response = call(layer, "/metrics", remote_addr=LOOPBACK)
+    assert response.status == "200 OK"
+    assert response.body == b"ok"
 
 
 def test_allowed_request_counts_one_series(registry: metrics.MetricsRegistry) -> None:
     app = shield(ok_app, registry)
     before = sample_values(registry)
-    call(app, "/items/42")
+    call(app, "/items/42", remote_addr=LOOPBACK)
     after = sample_values(registry)
 
     changed = {key for key in after if after[key] != before.get(key, 0.0)}
@@ -174,7 +178,7 @@ def test_decision_increments_exactly_its_series(
 ) -> None:
     app = shield(deciding_app(layer, action, reason, rule_id, status), registry)
     before = sample_values(registry)
-    call(app, "/items/7", method="POST")
+    call(app, "/items/7", method="POST", remote_addr=LOOPBACK)
     after = sample_values(registry)
 
     changed = {
@@ -208,7 +212,7 @@ def test_histogram_counts_decision_and_status(
     app = shield(
         deciding_app("ratelimit", "rate-limited", "per-client", "r1", 429), registry
     )
-    call(app, "/login", method="POST")
+    call(app, "/login", method="POST", remote_addr=LOOPBACK)
     values = sample_values(registry)
     key = (
         "wsgishield_http_request_duration_seconds_count",
@@ -232,7 +236,7 @@ def test_in_flight_returns_to_zero(registry: metrics.MetricsRegistry) -> None:
         return ok_app(environ, start_response)
 
     wrapped = shield(app, registry)
-    call(wrapped, "/items/1")
+    call(wrapped, "/items/1", remote_addr=LOOPBACK)
     assert seen == [1.0]
     assert registry.value(registry.http_in_flight) == 0.0
 
@@ -245,7 +249,7 @@ def test_random_paths_and_methods_add_no_series(
     # Warm every bounded label value once, so that only unbounded input
     # could add series afterwards.
     for method in ["GET", "BREW", "POST"]:
-        call(app, "/nowhere", method=method)
+        call(app, "/nowhere", method=method, remote_addr=LOOPBACK)
     names_before = series_names(registry)
     count_before = registry.series_count
 
@@ -255,7 +259,7 @@ def test_random_paths_and_methods_add_no_series(
         method = "".join(
             generator.choices(string.ascii_uppercase, k=generator.randint(1, 12))
         )
-        call(app, path, method=method)
+        call(app, path, method=method, remote_addr=LOOPBACK)
 
     assert registry.series_count == count_before
     assert series_names(registry) == names_before
@@ -289,9 +293,9 @@ def test_series_cap_drops_and_counts(registry: metrics.MetricsRegistry) -> None:
 def test_series_cap_keeps_requests_flowing(registry: metrics.MetricsRegistry) -> None:
     app = shield(ok_app, registry, max_series=100)
     registry.max_series = registry.series_count
-    status, _, body = call(app, "/items/1", method="PUT")
-    assert status == "200 OK"
-    assert body == b"ok"
+    response = call(app, "/items/1", method="PUT", remote_addr=LOOPBACK)
+    assert response.status == "200 OK"
+    assert response.body == b"ok"
     assert registry.value(registry.http_in_flight) == 0.0
 
 
@@ -303,7 +307,7 @@ def test_app_exception_counts_500(registry: metrics.MetricsRegistry) -> None:
 
     app = shield(broken, registry)
     with pytest.raises(RuntimeError):
-        call(app, "/items/1")
+        call(app, "/items/1", remote_addr=LOOPBACK)
     key = (
         "wsgishield_http_requests_total",
         (
@@ -326,9 +330,9 @@ def test_lazy_start_response_counts_on_close(registry: metrics.MetricsRegistry) 
         yield b"b"
 
     app = shield(streaming, registry)
-    status, _, body = call(app, "/items/1", method="POST")
-    assert status == "201 Created"
-    assert body == b"ab"
+    response = call(app, "/items/1", method="POST", remote_addr=LOOPBACK)
+    assert response.status == "201 Created"
+    assert response.body == b"ab"
     key = (
         "wsgishield_http_requests_total",
         (
@@ -346,23 +350,23 @@ def test_lazy_start_response_counts_on_close(registry: metrics.MetricsRegistry) 
 
 def test_scrape_from_loopback_succeeds(registry: metrics.MetricsRegistry) -> None:
     app = shield(ok_app, registry)
-    call(app, "/items/1")
-    status, headers, body = call(app, "/metrics")
-    assert status == "200 OK"
-    assert headers["Content-Type"].startswith("text/plain")
-    assert headers["Cache-Control"] == "no-store"
+    call(app, "/items/1", remote_addr=LOOPBACK)
+    response = call(app, "/metrics", remote_addr=LOOPBACK)
+    assert response.status == "200 OK"
+    assert response.header("Content-Type").startswith("text/plain")
+    assert response.header("Cache-Control") == "no-store"
     expected = (
         b'wsgishield_http_requests_total{decision="allowed",method="GET",'
         b'route="items",status_class="2xx"} 1.0'
     )
-    assert expected in body
+    assert expected in response.body
 
 
 def test_scrape_is_never_counted(registry: metrics.MetricsRegistry) -> None:
     app = shield(ok_app, registry)
     before = sample_values(registry)
     for _ in range(3):
-        call(app, "/metrics")
+        call(app, "/metrics", remote_addr=LOOPBACK)
     call(app, "/metrics", remote_addr="203.0.113.9")
     after = sample_values(registry)
     requests = {k: v for k, v in after.items() if k[0].startswith("wsgishield_http_")}
@@ -383,80 +387,84 @@ def test_scrape_from_other_network_gets_404(
 ) -> None:
     app = shield(ok_app, registry)
     with caplog.at_level(logging.WARNING, logger="wsgishield.events"):
-        status, headers, body = call(app, "/metrics", remote_addr=remote_addr)
-    assert status == "404 Not Found"
-    assert headers["Content-Type"] == "application/problem+json"
-    assert b"wsgishield_" not in body
+        response = call(app, "/metrics", remote_addr=remote_addr)
+    assert response.status == "404 Not Found"
+    assert response.header("Content-Type") == "application/problem+json"
+    assert b"wsgishield_" not in response.body
 
 
 def test_unix_socket_peer_counts_as_loopback(registry: metrics.MetricsRegistry) -> None:
     # The client layer treats a peer without an address as a local proxy on
     # a Unix socket; that proxy must block the path itself (see deploy/nginx).
     app = shield(ok_app, registry)
-    status, _, _ = call(app, "/metrics", remote_addr="")
-    assert status == "200 OK"
+    response = call(app, "/metrics", remote_addr="")
+    assert response.status == "200 OK"
 
 
 def test_garbage_peer_without_client_layer_gets_404(
     registry: metrics.MetricsRegistry,
 ) -> None:
     layer = MetricsMiddleware(ok_app, allow=["loopback"], registry=registry)
-    status, _, _ = call(layer, "/metrics", remote_addr="garbage")
-    assert status == "404 Not Found"
+    response = call(layer, "/metrics", remote_addr="garbage")
+    assert response.status == "404 Not Found"
 
 
 def test_spoofed_forwarded_header_cannot_scrape(
     registry: metrics.MetricsRegistry,
 ) -> None:
     app = shield(ok_app, registry)
-    status, _, _ = call(
+    response = call(
         app,
         "/metrics",
         remote_addr="203.0.113.9",
-        headers={"HTTP_X_FORWARDED_FOR": "127.0.0.1"},
+        headers={"X-Forwarded-For": "127.0.0.1"},
     )
-    assert status == "404 Not Found"
+    assert response.status == "404 Not Found"
 
 
 def test_scrape_gzip_when_accepted(registry: metrics.MetricsRegistry) -> None:
     # Without the default registry, whose CPU time moves between two scrapes.
     app = shield(ok_app, registry, include_default_registry=False)
-    call(app, "/items/1")
-    _, plain_headers, plain = call(app, "/metrics")
-    _, headers, body = call(
-        app, "/metrics", headers={"HTTP_ACCEPT_ENCODING": "gzip, deflate"}
+    call(app, "/items/1", remote_addr=LOOPBACK)
+    plain = call(app, "/metrics", remote_addr=LOOPBACK)
+    response = call(
+        app,
+        "/metrics",
+        headers={"Accept-Encoding": "gzip, deflate"},
+        remote_addr=LOOPBACK,
     )
-    assert headers["Content-Encoding"] == "gzip"
-    assert "Content-Encoding" not in plain_headers
-    assert gzip.decompress(body) == plain
-    assert int(headers["Content-Length"]) == len(body)
+    assert response.header("Content-Encoding") == "gzip"
+    assert "content-encoding" not in plain.header_names()
+    assert gzip.decompress(response.body) == plain.body
+    assert int(response.header("Content-Length")) == len(response.body)
 
 
 def test_scrape_with_post_gets_405(registry: metrics.MetricsRegistry) -> None:
     app = shield(ok_app, registry)
-    status, headers, _ = call(app, "/metrics", method="POST")
-    assert status == "405 Method Not Allowed"
-    assert headers["Allow"] == "GET, HEAD"
+    response = call(app, "/metrics", method="POST", remote_addr=LOOPBACK)
+    assert response.status == "405 Method Not Allowed"
+    assert response.header("Allow") == "GET, HEAD"
 
 
 def test_scrape_head_has_no_body(registry: metrics.MetricsRegistry) -> None:
     app = shield(ok_app, registry)
-    status, headers, body = call(app, "/metrics", method="HEAD")
-    assert status == "200 OK"
-    assert body == b""
-    assert int(headers["Content-Length"]) > 0
+    response = call(app, "/metrics", method="HEAD", remote_addr=LOOPBACK)
+    assert response.status == "200 OK"
+    assert response.body == b""
+    assert int(response.header("Content-Length")) > 0
 
 
 def test_scrape_openmetrics_negotiated(registry: metrics.MetricsRegistry) -> None:
     app = shield(ok_app, registry)
-    call(app, "/items/1")
-    _, headers, body = call(
+    call(app, "/items/1", remote_addr=LOOPBACK)
+    response = call(
         app,
         "/metrics",
-        headers={"HTTP_ACCEPT": "application/openmetrics-text; version=1.0.0"},
+        headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+        remote_addr=LOOPBACK,
     )
-    assert headers["Content-Type"].startswith("application/openmetrics-text")
-    assert body.endswith(b"# EOF\n")
+    assert response.header("Content-Type").startswith("application/openmetrics-text")
+    assert response.body.endswith(b"# EOF\n")
 
 
 def test_scrape_failure_is_503(
@@ -470,17 +478,17 @@ def test_scrape_failure_is_503(
     monkeypatch.setattr(metrics, "exposition", fail)
     app = shield(ok_app, registry)
     with caplog.at_level(logging.ERROR, logger="wsgishield.metrics"):
-        status, headers, _ = call(app, "/metrics")
-    assert status == "503 Service Unavailable"
-    assert headers["Content-Type"] == "application/problem+json"
+        response = call(app, "/metrics", remote_addr=LOOPBACK)
+    assert response.status == "503 Service Unavailable"
+    assert response.header("Content-Type") == "application/problem+json"
     assert "collecting metrics failed" in caplog.text
 
 
 def test_other_path_not_served(registry: metrics.MetricsRegistry) -> None:
     app = shield(ok_app, registry)
     for path in ["/metrics/", "/metrics.txt", "/METRICS", "//metrics"]:
-        status, _, body = call(app, path)
-        assert (path, status, body) == (path, "200 OK", b"ok")
+        response = call(app, path, remote_addr=LOOPBACK)
+        assert (path, response.status, response.body) == (path, "200 OK", b"ok")
 
 
 def test_access_log_sample_emits_records(
@@ -505,7 +513,7 @@ def test_access_log_off_by_default(
 ) -> None:
     app = shield(ok_app, registry)
     with caplog.at_level(logging.DEBUG, logger="wsgishield.events"):
-        call(app, "/items/5")
+        call(app, "/items/5", remote_addr=LOOPBACK)
     assert not caplog.records
 
 
@@ -535,8 +543,8 @@ def test_hostile_request_is_counted_once(
 ) -> None:
     app = shield(ok_app, registry)
     before = registry.series_count
-    status, _, body = call(app, path, method=method)
-    assert (status, body) == ("200 OK", b"ok")
+    response = call(app, path, method=method, remote_addr=LOOPBACK)
+    assert (response.status, response.body) == ("200 OK", b"ok")
     total = sum(
         value
         for key, value in sample_values(registry).items()

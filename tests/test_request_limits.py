@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import load_twin
-from tests.support.request_wsgi import EchoApp, call, make_environ, shield
-from wsgishield import ConfigurationError, _fast, context
+from tests.support.wsgi import EchoApp, call, make_environ
+from wsgishield import ConfigurationError, Shield, _fast, context
 from wsgishield.middleware import RequestLimitsMiddleware
 from wsgishield.policy import load_policy
 from wsgishield.request_limits import (
@@ -69,10 +69,11 @@ def test_body_within_limit_passes_unchanged(
     body = body_of(size)
 
     response = call(
-        shield(app, POLICY), make_environ("POST", "/", body=body, chunked=chunked)
+        Shield(app, policy=POLICY),
+        make_environ("POST", "/", body=body, chunked=chunked),
     )
 
-    assert response.code == 200
+    assert response.status_code == 200
     assert hashlib.sha256(app.seen[0]).digest() == hashlib.sha256(body).digest()
 
 
@@ -83,15 +84,16 @@ def test_chunked_body_over_limit_is_413(size: int, read: str) -> None:
     stream = CountingStream(size)
 
     response = call(
-        shield(app, POLICY), make_environ("POST", "/", stream=stream, chunked=True)
+        Shield(app, policy=POLICY),
+        make_environ("POST", "/", stream=stream, chunked=True),
     )
 
     if read == "none":
         # The app never read the body, so nothing oversize reached it.
-        assert response.code == 200
+        assert response.status_code == 200
         assert app.seen == [b""]
     else:
-        assert response.code == 413
+        assert response.status_code == 413
         assert json.loads(response.body)["status"] == 413
     # Memory stays within the limit plus one read.
     assert stream.position <= MIB + 1 + READ_SIZE
@@ -103,11 +105,11 @@ def test_length_over_limit_is_413_unread(size: int) -> None:
     stream = CountingStream(size)
 
     response = call(
-        shield(app, POLICY),
+        Shield(app, policy=POLICY),
         make_environ("POST", "/", stream=stream, content_length=str(size)),
     )
 
-    assert response.code == 413
+    assert response.status_code == 413
     assert app.seen == []
     assert stream.position == 0
 
@@ -117,11 +119,11 @@ def test_length_longer_than_body_is_400(read: str) -> None:
     app = EchoApp(read)
 
     response = call(
-        shield(app, POLICY),
+        Shield(app, policy=POLICY),
         make_environ("POST", "/", body=b"x" * 500, content_length="1000"),
     )
 
-    assert response.code == 400
+    assert response.status_code == 400
     assert json.loads(response.body)["type"].endswith("invalid-body")
 
 
@@ -131,11 +133,11 @@ def test_short_length_reads_declared_bytes() -> None:
     app = EchoApp()
 
     response = call(
-        shield(app, POLICY),
+        Shield(app, policy=POLICY),
         make_environ("POST", "/", body=b"x" * 20, content_length="10"),
     )
 
-    assert response.code == 200
+    assert response.status_code == 200
     assert app.seen == [b"x" * 10]
 
 
@@ -143,11 +145,11 @@ def test_lying_length_json_is_400_before_app() -> None:
     app = EchoApp()
 
     response = call(
-        shield(app, POLICY),
+        Shield(app, policy=POLICY),
         make_environ("POST", "/", body=b"[1, 2]", content_length="100", headers=JSON),
     )
 
-    assert response.code == 400
+    assert response.status_code == 400
     assert app.seen == []
 
 
@@ -162,11 +164,11 @@ def test_app_catching_body_error_still_gets_413() -> None:
         return [b"whole"]
 
     response = call(
-        shield(forgiving, POLICY),
+        Shield(forgiving, policy=POLICY),
         make_environ("POST", "/", stream=CountingStream(MIB + 1), chunked=True),
     )
 
-    assert response.code == 413
+    assert response.status_code == 413
     assert b"partial" not in response.body
 
 
@@ -177,11 +179,11 @@ def test_app_raising_body_error_gets_413() -> None:
         return [b""]
 
     response = call(
-        shield(strict, POLICY),
+        Shield(strict, policy=POLICY),
         make_environ("POST", "/", stream=CountingStream(2 * MIB), chunked=True),
     )
 
-    assert response.code == 413
+    assert response.status_code == 413
 
 
 def test_app_wrapping_body_error_gets_413() -> None:
@@ -194,11 +196,11 @@ def test_app_wrapping_body_error_gets_413() -> None:
         return [b""]
 
     response = call(
-        shield(parser, POLICY),
+        Shield(parser, policy=POLICY),
         make_environ("POST", "/", stream=CountingStream(2 * MIB), chunked=True),
     )
 
-    assert response.code == 413
+    assert response.status_code == 413
 
 
 def test_app_error_without_body_error_propagates() -> None:
@@ -207,7 +209,7 @@ def test_app_error_without_body_error_propagates() -> None:
         raise KeyError("bug")
 
     with pytest.raises(KeyError):
-        call(shield(broken, POLICY), make_environ("POST", "/", body=b"abc"))
+        call(Shield(broken, policy=POLICY), make_environ("POST", "/", body=b"abc"))
 
 
 def test_legacy_write_before_body_error_propagates() -> None:
@@ -219,7 +221,7 @@ def test_legacy_write_before_body_error_propagates() -> None:
 
     with pytest.raises(BodyTooLarge):
         call(
-            shield(streaming, POLICY),
+            Shield(streaming, policy=POLICY),
             make_environ("POST", "/", stream=CountingStream(MIB + 1), chunked=True),
         )
 
@@ -230,9 +232,9 @@ def test_held_status_sent_on_return() -> None:
         start_response("201 Created", [("Content-Type", "text/plain")])
         yield b"made"
 
-    response = call(shield(lazy, POLICY), make_environ("POST", "/", body=b"abc"))
+    response = call(Shield(lazy, policy=POLICY), make_environ("POST", "/", body=b"abc"))
 
-    assert response.code == 201
+    assert response.status_code == 201
     assert response.body == b"made"
 
 
@@ -240,11 +242,11 @@ def test_chunked_without_terminated_input_is_411() -> None:
     app = EchoApp()
 
     response = call(
-        shield(app, POLICY),
+        Shield(app, policy=POLICY),
         make_environ("POST", "/", body=b"hello", chunked=True, terminated=False),
     )
 
-    assert response.code == 411
+    assert response.status_code == 411
     assert app.seen == []
 
 
@@ -261,9 +263,9 @@ def test_ambiguous_framing_is_400(extra: dict[str, str], detail: str) -> None:
     environ = make_environ("POST", "/", body=b"hello", chunked=True)
     environ.update(extra)
 
-    response = call(shield(EchoApp(), POLICY), environ)
+    response = call(Shield(EchoApp(), policy=POLICY), environ)
 
-    assert response.code == 400
+    assert response.status_code == 400
     assert detail in json.loads(response.body)["detail"]
 
 
@@ -274,11 +276,11 @@ def test_invalid_content_length_is_400(value: str) -> None:
     app = EchoApp()
 
     response = call(
-        shield(app, POLICY),
+        Shield(app, policy=POLICY),
         make_environ("POST", "/", body=b"hello", content_length=value),
     )
 
-    assert response.code == 400
+    assert response.status_code == 400
     assert app.seen == []
 
 
@@ -292,7 +294,7 @@ def test_flask_chunked_oversize_is_413() -> None:
         received.append(len(flask.request.get_data()))
         return "ok"
 
-    wrapped = shield(flask_app.wsgi_app, POLICY)
+    wrapped = Shield(flask_app.wsgi_app, policy=POLICY)
 
     over = call(
         wrapped, make_environ("POST", "/upload", body=body_of(MIB + 1), chunked=True)
@@ -301,8 +303,8 @@ def test_flask_chunked_oversize_is_413() -> None:
         wrapped, make_environ("POST", "/upload", body=body_of(MIB), chunked=True)
     )
 
-    assert over.code == 413
-    assert within.code == 200
+    assert over.status_code == 413
+    assert within.status_code == 200
     # Flask saw the whole body within the limit, never an empty or cut one.
     assert received[-1] == MIB
 
@@ -315,11 +317,11 @@ def test_flask_chunked_json_reaches_view() -> None:
         return {"count": len(flask.request.get_json())}
 
     response = call(
-        shield(flask_app.wsgi_app, POLICY),
+        Shield(flask_app.wsgi_app, policy=POLICY),
         make_environ("POST", "/items", body=b"[1, 2, 3]", chunked=True, headers=JSON),
     )
 
-    assert response.code == 200
+    assert response.status_code == 200
     assert json.loads(response.body) == {"count": 3}
 
 
@@ -332,9 +334,9 @@ def test_method_not_allowed_lists_route_methods() -> None:
         ],
     }
 
-    response = call(shield(EchoApp(), policy), make_environ("DELETE", "/items"))
+    response = call(Shield(EchoApp(), policy=policy), make_environ("DELETE", "/items"))
 
-    assert response.code == 405
+    assert response.status_code == 405
     assert response.header("Allow") == "GET, HEAD, POST"
 
 
@@ -343,15 +345,15 @@ def test_head_allowed_with_get() -> None:
         "routes": [{"id": "items", "path": "/items", "request": {"methods": ["GET"]}}]
     }
 
-    response = call(shield(EchoApp(), policy), make_environ("HEAD", "/items"))
+    response = call(Shield(EchoApp(), policy=policy), make_environ("HEAD", "/items"))
 
-    assert response.code == 200
+    assert response.status_code == 200
 
 
 def test_trace_rejected_by_default() -> None:
-    response = call(shield(EchoApp(), POLICY), make_environ("TRACE", "/"))
+    response = call(Shield(EchoApp(), policy=POLICY), make_environ("TRACE", "/"))
 
-    assert response.code == 405
+    assert response.status_code == 405
     assert "TRACE" not in (response.header("Allow") or "")
 
 
@@ -372,29 +374,29 @@ def test_uri_length(environ_extra: dict[str, str], expected: int) -> None:
     environ = make_environ("GET", "/")
     environ.update(environ_extra)
 
-    response = call(shield(EchoApp(), POLICY), environ)
+    response = call(Shield(EchoApp(), policy=POLICY), environ)
 
-    assert response.code == expected
+    assert response.status_code == expected
 
 
 def test_too_many_headers_is_431() -> None:
     headers = {f"X-Custom-{index}": "1" for index in range(101)}
 
     response = call(
-        shield(EchoApp(), POLICY), make_environ("GET", "/", headers=headers)
+        Shield(EchoApp(), policy=POLICY), make_environ("GET", "/", headers=headers)
     )
 
-    assert response.code == 431
+    assert response.status_code == 431
 
 
 def test_header_bytes_over_limit_is_431() -> None:
     headers = {"X-Big": "v" * 40_000}
 
     response = call(
-        shield(EchoApp(), POLICY), make_environ("GET", "/", headers=headers)
+        Shield(EchoApp(), policy=POLICY), make_environ("GET", "/", headers=headers)
     )
 
-    assert response.code == 431
+    assert response.status_code == 431
 
 
 def test_header_totals_count_content_headers() -> None:
@@ -430,30 +432,32 @@ def test_content_types(content_type: str, expected: int) -> None:
     body = b"[1]" if "json" in content_type.lower() else b"data"
 
     response = call(
-        shield(EchoApp(), policy),
+        Shield(EchoApp(), policy=policy),
         make_environ("POST", "/", body=body, headers={"Content-Type": content_type}),
     )
 
-    assert response.code == expected
+    assert response.status_code == expected
 
 
 def test_content_type_not_checked_without_body() -> None:
     policy = {"request": {"content_types": ["application/json"]}}
 
-    response = call(shield(EchoApp(), policy), make_environ("POST", "/", body=b""))
+    response = call(
+        Shield(EchoApp(), policy=policy), make_environ("POST", "/", body=b"")
+    )
 
-    assert response.code == 200
+    assert response.status_code == 200
 
 
 def test_compressed_body_rejected_unless_enabled() -> None:
     body = gzip.compress(b"hello")
 
     response = call(
-        shield(EchoApp(), POLICY),
+        Shield(EchoApp(), policy=POLICY),
         make_environ("POST", "/", body=body, headers={"Content-Encoding": "gzip"}),
     )
 
-    assert response.code == 415
+    assert response.status_code == 415
     assert response.header("Accept-Encoding") == "identity"
 
 
@@ -471,7 +475,7 @@ def test_compressed_body_reaches_app_inflated(coding: str, compress: Any) -> Non
     policy = {"request": {"decompress": True}}
 
     response = call(
-        shield(app, policy),
+        Shield(app, policy=policy),
         make_environ(
             "POST",
             "/",
@@ -480,7 +484,7 @@ def test_compressed_body_reaches_app_inflated(coding: str, compress: Any) -> Non
         ),
     )
 
-    assert response.code == 200
+    assert response.status_code == 200
     assert app.seen == [original]
     assert app.environ["CONTENT_LENGTH"] == str(len(original))
     assert "HTTP_CONTENT_ENCODING" not in app.environ
@@ -504,11 +508,11 @@ def test_compression_bomb_is_413(policy: dict[str, Any], size: int) -> None:
     bomb = gzip.compress(b"\0" * size)
 
     response = call(
-        shield(app, {"request": policy}),
+        Shield(app, policy={"request": policy}),
         make_environ("POST", "/", body=bomb, headers={"Content-Encoding": "gzip"}),
     )
 
-    assert response.code == 413
+    assert response.status_code == 413
     assert app.seen == []
 
 
@@ -525,7 +529,7 @@ def test_invalid_compressed_body_is_400(body: bytes) -> None:
     app = EchoApp()
 
     response = call(
-        shield(app, {"request": {"decompress": True}}),
+        Shield(app, policy={"request": {"decompress": True}}),
         make_environ(
             "POST",
             "/",
@@ -535,17 +539,17 @@ def test_invalid_compressed_body_is_400(body: bytes) -> None:
         ),
     )
 
-    assert response.code == 400
+    assert response.status_code == 400
     assert app.seen == []
 
 
 def test_unknown_content_coding_is_415() -> None:
     response = call(
-        shield(EchoApp(), {"request": {"decompress": True}}),
+        Shield(EchoApp(), policy={"request": {"decompress": True}}),
         make_environ("POST", "/", body=b"x", headers={"Content-Encoding": "br"}),
     )
 
-    assert response.code == 415
+    assert response.status_code == 415
     assert response.header("Accept-Encoding") == "gzip, deflate"
 
 
@@ -557,25 +561,29 @@ def test_json_bomb_is_400() -> None:
     app = EchoApp()
 
     response = call(
-        shield(app, POLICY), make_environ("POST", "/", body=BOMB, headers=JSON)
+        Shield(app, policy=POLICY), make_environ("POST", "/", body=BOMB, headers=JSON)
     )
 
-    assert response.code == 400
+    assert response.status_code == 400
     assert json.loads(response.body)["type"].endswith("invalid-json")
     assert app.seen == []
 
 
 def test_json_bomb_in_128k_thread_stack() -> None:
     app = EchoApp()
-    wrapped = shield(app, POLICY)
+    wrapped = Shield(app, policy=POLICY)
     results: list[int] = []
 
     def serve() -> None:
         results.append(
-            call(wrapped, make_environ("POST", "/", body=BOMB, headers=JSON)).code
+            call(
+                wrapped, make_environ("POST", "/", body=BOMB, headers=JSON)
+            ).status_code
         )
         results.append(
-            call(wrapped, make_environ("POST", "/", body=b"[[1]]", headers=JSON)).code
+            call(
+                wrapped, make_environ("POST", "/", body=b"[[1]]", headers=JSON)
+            ).status_code
         )
 
     previous = threading.stack_size(128 * 1024)
@@ -598,11 +606,11 @@ def test_json_bomb_never_reaches_flask() -> None:
         return "parsed"
 
     response = call(
-        shield(flask_app.wsgi_app, POLICY),
+        Shield(flask_app.wsgi_app, policy=POLICY),
         make_environ("POST", "/", body=BOMB, headers=JSON),
     )
 
-    assert response.code == 400
+    assert response.status_code == 400
 
 
 def test_json_depth_per_route() -> None:
@@ -610,25 +618,25 @@ def test_json_depth_per_route() -> None:
         "request": {"json_max_depth": 64},
         "routes": [{"id": "flat", "path": "/flat", "request": {"json_max_depth": 2}}],
     }
-    wrapped = shield(EchoApp(), policy)
+    wrapped = Shield(EchoApp(), policy=policy)
     body = b"[[[1]]]"
 
     flat = call(wrapped, make_environ("POST", "/flat", body=body, headers=JSON))
     other = call(wrapped, make_environ("POST", "/other", body=body, headers=JSON))
 
-    assert flat.code == 400
-    assert other.code == 200
+    assert flat.status_code == 400
+    assert other.status_code == 200
 
 
 def test_json_token_limit_is_400() -> None:
     body = json.dumps(list(range(1001))).encode()
 
     response = call(
-        shield(EchoApp(), {"request": {"json_max_tokens": 1000}}),
+        Shield(EchoApp(), policy={"request": {"json_max_tokens": 1000}}),
         make_environ("POST", "/", body=body, headers=JSON),
     )
 
-    assert response.code == 400
+    assert response.status_code == 400
     assert "tokens" in json.loads(response.body)["detail"]
 
 
@@ -637,11 +645,11 @@ def test_json_body_reaches_app_unchanged() -> None:
     body = b'{"a": [1, 2, {"b": "\\"]"}]}'
 
     response = call(
-        shield(app, POLICY),
+        Shield(app, policy=POLICY),
         make_environ("POST", "/", body=body, headers=JSON, chunked=True),
     )
 
-    assert response.code == 200
+    assert response.status_code == 200
     assert app.seen == [body]
     assert app.environ["CONTENT_LENGTH"] == str(len(body))
     assert "HTTP_TRANSFER_ENCODING" not in app.environ
@@ -659,9 +667,9 @@ def test_rejection_records_decision_and_event(caplog: pytest.LogCaptureFixture) 
     )
 
     with caplog.at_level(logging.WARNING, logger="wsgishield.events.request"):
-        response = call(shield(EchoApp(), policy), environ)
+        response = call(Shield(EchoApp(), policy=policy), environ)
 
-    assert response.code == 413
+    assert response.status_code == 413
     assert environ[context.DECISION] == context.Decision(
         "request", "invalid", "body-too-large", "upload"
     )
@@ -678,9 +686,9 @@ def test_decision_names_route_without_override() -> None:
     }
     environ = make_environ("POST", "/plain", body=b"x" * 11)
 
-    response = call(shield(EchoApp(), policy), environ)
+    response = call(Shield(EchoApp(), policy=policy), environ)
 
-    assert response.code == 413
+    assert response.status_code == 413
     assert environ[context.DECISION].rule_id == "plain"
 
 
@@ -688,15 +696,15 @@ def test_details_never_echo_input() -> None:
     huge = "A" * 10_000
     responses = [
         call(
-            shield(EchoApp(), POLICY),
+            Shield(EchoApp(), policy=POLICY),
             make_environ("POST", "/", body=b"x", content_length=huge),
         ),
-        call(shield(EchoApp(), POLICY), make_environ("GET", "/" + huge * 2)),
-        call(shield(EchoApp(), POLICY), make_environ(huge[:20], "/")),
+        call(Shield(EchoApp(), policy=POLICY), make_environ("GET", "/" + huge * 2)),
+        call(Shield(EchoApp(), policy=POLICY), make_environ(huge[:20], "/")),
     ]
 
     for response in responses:
-        assert response.code in (400, 405, 414)
+        assert response.status_code in (400, 405, 414)
         assert len(response.body) < 400
 
 
@@ -710,10 +718,11 @@ def test_layer_off_without_request_section() -> None:
 
 def test_head_rejection_has_no_body() -> None:
     response = call(
-        shield(EchoApp(), {"request": {"methods": ["POST"]}}), make_environ("HEAD", "/")
+        Shield(EchoApp(), policy={"request": {"methods": ["POST"]}}),
+        make_environ("HEAD", "/"),
     )
 
-    assert response.code == 405
+    assert response.status_code == 405
     assert response.body == b""
 
 
@@ -729,7 +738,7 @@ def test_bad_schema_reference_names_key() -> None:
     }
 
     with pytest.raises(ConfigurationError) as raised:
-        shield(EchoApp(), policy)
+        Shield(EchoApp(), policy=policy)
 
     assert raised.value.key == "routes.x.request.schema"
 
@@ -872,7 +881,7 @@ def test_content_type_memo_keeps_route_verdicts() -> None:
             }
         ],
     }
-    app = shield(EchoApp(), policy)
+    app = Shield(EchoApp(), policy=policy)
 
     for _ in range(2):
         image = call(
@@ -897,9 +906,9 @@ def test_content_type_memo_keeps_route_verdicts() -> None:
             ),
         )
 
-        assert image.code == 200
-        assert json_body.code == 415
-        assert other.code == 415
+        assert image.status_code == 200
+        assert json_body.status_code == 415
+        assert other.status_code == 415
 
 
 # Random hostile requests: never an exception, a 500 or a changed body.
@@ -915,7 +924,7 @@ FUZZ_POLICY = {
     ],
 }
 FUZZ_APP = EchoApp()
-FUZZ_SHIELD = shield(FUZZ_APP, FUZZ_POLICY)
+FUZZ_SHIELD = Shield(FUZZ_APP, policy=FUZZ_POLICY)
 
 
 @settings(max_examples=300, deadline=None)
@@ -965,9 +974,9 @@ def test_hostile_requests_never_fail(
 
     response = call(FUZZ_SHIELD, environ)
 
-    assert response.code in (200, 400, 405, 411, 413, 415, 422)
+    assert response.status_code in (200, 400, 405, 411, 413, 415, 422)
     assert "x-content-type-options" in response.header_names()
-    if response.code != 200 or not FUZZ_APP.seen:
+    if response.status_code != 200 or not FUZZ_APP.seen:
         return
     seen = FUZZ_APP.seen[0]
     if encoding in ("", "identity"):
@@ -990,9 +999,9 @@ def test_allowed_request_traced(environ: dict[str, Any], expected: str) -> None:
     trace: list[tuple[str, str, Any]] = []
     environ[context.TRACE] = trace
 
-    response = call(shield(EchoApp(), POLICY), environ)
+    response = call(Shield(EchoApp(), policy=POLICY), environ)
 
-    assert response.code == 200
+    assert response.status_code == 200
     assert ("request", "allowed", expected) in trace
 
 
@@ -1007,10 +1016,18 @@ def test_header_and_target_limits_per_route() -> None:
             }
         ],
     }
-    wrapped = shield(EchoApp(), policy)
+    wrapped = Shield(EchoApp(), policy=policy)
     headers = {"X-A": "1", "X-B": "2", "X-C": "3"}
 
-    assert call(wrapped, make_environ("GET", "/tight", query="q" * 80)).code == 414
-    assert call(wrapped, make_environ("GET", "/tight", headers=headers)).code == 431
-    assert call(wrapped, make_environ("GET", "/other", query="q" * 80)).code == 200
-    assert call(wrapped, make_environ("GET", "/other", headers=headers)).code == 200
+    assert (
+        call(wrapped, make_environ("GET", "/tight", query="q" * 80)).status_code == 414
+    )
+    assert (
+        call(wrapped, make_environ("GET", "/tight", headers=headers)).status_code == 431
+    )
+    assert (
+        call(wrapped, make_environ("GET", "/other", query="q" * 80)).status_code == 200
+    )
+    assert (
+        call(wrapped, make_environ("GET", "/other", headers=headers)).status_code == 200
+    )

@@ -8,8 +8,8 @@ import msgspec
 import pytest
 
 from tests.apps.schemas import Item, NewOrder
-from tests.support.request_wsgi import EchoApp, call, make_environ, shield
-from wsgishield import ConfigurationError, context
+from tests.support.wsgi import EchoApp, call, make_environ
+from wsgishield import ConfigurationError, Shield, context
 from wsgishield.schemas import (
     MAX_DETAIL_CHARS,
     MAX_FIELD_ERRORS,
@@ -40,7 +40,7 @@ def post(
 ) -> Any:
     app = app or EchoApp()
     response = call(
-        shield(app, POLICY),
+        Shield(app, policy=POLICY),
         make_environ("POST", path, body=body, headers=headers or JSON),
     )
     return app, response
@@ -49,7 +49,7 @@ def post(
 def test_valid_body_decoded_into_environ() -> None:
     app, response = post("/orders", json.dumps(VALID).encode())
 
-    assert response.code == 200
+    assert response.status_code == 200
     decoded = app.environ[context.BODY]
     assert decoded == NewOrder(customer_id=7, items=[Item(sku="A-1", qty=2)])
     assert request_body(app.environ) is decoded
@@ -60,7 +60,7 @@ def test_app_can_still_read_raw_body() -> None:
 
     app, response = post("/orders", body)
 
-    assert response.code == 200
+    assert response.status_code == 200
     assert app.seen == [body]
 
 
@@ -74,7 +74,7 @@ def test_flask_view_reads_decoded_body() -> None:
 
     _, response = post("/orders", json.dumps(VALID).encode(), app=flask_app.wsgi_app)
 
-    assert response.code == 200
+    assert response.status_code == 200
     assert json.loads(response.body) == {"customer": 7, "items": 1}
 
 
@@ -91,7 +91,7 @@ def test_flask_view_reads_decoded_body() -> None:
 def test_malformed_json_is_400(body: bytes, detail: str) -> None:
     app, response = post("/orders", body)
 
-    assert response.code == 400
+    assert response.status_code == 400
     problem = json.loads(response.body)
     assert problem["type"].endswith("invalid-json")
     assert detail in problem["detail"]
@@ -105,16 +105,16 @@ def test_non_json_body_on_schema_route_is_415() -> None:
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
 
-    assert response.code == 415
+    assert response.status_code == 415
     assert app.seen == []
 
 
 def test_get_on_schema_route_skips_validation() -> None:
     app = EchoApp()
 
-    response = call(shield(app, POLICY), make_environ("GET", "/orders"))
+    response = call(Shield(app, policy=POLICY), make_environ("GET", "/orders"))
 
-    assert response.code == 200
+    assert response.status_code == 200
     assert context.BODY not in app.environ
 
 
@@ -135,7 +135,7 @@ def test_mismatch_lists_each_field_by_pointer() -> None:
 
     _, response = post("/orders", json.dumps(body).encode())
 
-    assert response.code == 422
+    assert response.status_code == 422
     errors = errors_of(response)
     assert errors["/customerId"] == "Expected `int`, got `str`"
     assert errors["/items/1/qty"] == "Expected `int` >= 1"
@@ -186,7 +186,7 @@ def test_errors_never_echo_large_input() -> None:
 
     _, response = post("/orders", json.dumps(body).encode())
 
-    assert response.code == 422
+    assert response.status_code == 422
     assert len(response.body) < 1000
     for pointer, detail in errors_of(response).items():
         assert len(detail) <= MAX_DETAIL_CHARS + 3
@@ -209,7 +209,7 @@ def test_decorator_registers_schema_for_route() -> None:
 
     policy = {"routes": [{"id": "registered-route", "path": "/ping"}]}
     app = EchoApp()
-    wrapped = shield(app, policy)
+    wrapped = Shield(app, policy=policy)
 
     good = call(
         wrapped, make_environ("POST", "/ping", body=b'{"message": "hi"}', headers=JSON)
@@ -218,9 +218,9 @@ def test_decorator_registers_schema_for_route() -> None:
         wrapped, make_environ("POST", "/ping", body=b'{"message": 1}', headers=JSON)
     )
 
-    assert good.code == 200
+    assert good.status_code == 200
     assert app.environ[context.BODY] == Ping(message="hi")
-    assert bad.code == 422
+    assert bad.status_code == 422
     assert registered_schemas()["registered-route"] is Ping
 
 
@@ -228,7 +228,7 @@ def test_decorator_and_policy_schema_conflict() -> None:
     body_schema("orders")(Item)
     try:
         with pytest.raises(ConfigurationError):
-            shield(EchoApp(), POLICY)
+            Shield(EchoApp(), policy=POLICY)
     finally:
         from wsgishield import schemas
 
@@ -295,7 +295,7 @@ def test_schema_rejects_bomb_before_decoding() -> None:
 
     _, response = post("/orders", bomb)
 
-    assert response.code == 400
+    assert response.status_code == 400
     assert "nesting" in json.loads(response.body)["detail"]
 
 

@@ -7,8 +7,8 @@ from typing import Any
 import flask
 import pytest
 
-from tests.support.request_wsgi import EchoApp, call, make_environ, shield
-from wsgishield import ConfigurationError, context
+from tests.support.wsgi import EchoApp, call, make_environ
+from wsgishield import ConfigurationError, Shield, context
 from wsgishield.security_headers import PROFILES, HeaderProfile
 
 HEADERS = {"headers": {}}
@@ -25,7 +25,7 @@ def app_with_headers(headers: list[tuple[str, str]], status: str = "200 OK") -> 
 
 
 def test_api_profile_on_app_response() -> None:
-    response = call(shield(EchoApp(), HEADERS), make_environ())
+    response = call(Shield(EchoApp(), policy=HEADERS), make_environ())
 
     assert response.header_names() >= API_NAMES
     assert response.header("X-Content-Type-Options") == "nosniff"
@@ -37,7 +37,9 @@ def test_api_profile_on_app_response() -> None:
 
 
 def test_html_profile_adds_document_policies() -> None:
-    response = call(shield(EchoApp(), {"headers": {"profile": "html"}}), make_environ())
+    response = call(
+        Shield(EchoApp(), policy={"headers": {"profile": "html"}}), make_environ()
+    )
 
     assert "default-src 'self'" in (response.header("Content-Security-Policy") or "")
     assert response.header("Cross-Origin-Embedder-Policy") == "require-corp"
@@ -51,7 +53,7 @@ def test_route_profile_override() -> None:
             {"id": "pages", "path": "/pages/**", "headers": {"profile": "html"}}
         ],
     }
-    wrapped = shield(EchoApp(), policy)
+    wrapped = Shield(EchoApp(), policy=policy)
 
     page = call(wrapped, make_environ("GET", "/pages/home"))
     api = call(wrapped, make_environ("GET", "/api/items"))
@@ -108,7 +110,9 @@ def test_hsts_only_on_effective_https(
         "GET", "/", headers=headers, remote_addr=remote_addr, scheme=scheme
     )
 
-    response = call(shield(EchoApp(), {"client": client, "headers": {}}), environ)
+    response = call(
+        Shield(EchoApp(), policy={"client": client, "headers": {}}), environ
+    )
 
     assert (response.header(HSTS) is not None) is expected
 
@@ -117,19 +121,21 @@ def test_hsts_value_and_preload_rules() -> None:
     environ = make_environ(scheme="https")
     policy = {"headers": {"hsts_max_age": 63_072_000, "hsts_preload": True}}
 
-    response = call(shield(EchoApp(), policy), environ)
+    response = call(Shield(EchoApp(), policy=policy), environ)
 
     assert response.header(HSTS) == "max-age=63072000; includeSubDomains; preload"
     with pytest.raises(ConfigurationError):
-        shield(
+        Shield(
             EchoApp(),
-            {"headers": {"hsts_preload": True, "hsts_include_subdomains": False}},
+            policy={
+                "headers": {"hsts_preload": True, "hsts_include_subdomains": False}
+            },
         )
 
 
 def test_hsts_disabled_with_zero_age() -> None:
     response = call(
-        shield(EchoApp(), {"headers": {"hsts_max_age": 0}}),
+        Shield(EchoApp(), policy={"headers": {"hsts_max_age": 0}}),
         make_environ(scheme="https"),
     )
 
@@ -146,7 +152,7 @@ def test_fingerprinting_headers_removed() -> None:
         ]
     )
 
-    response = call(shield(app, HEADERS), make_environ())
+    response = call(Shield(app, policy=HEADERS), make_environ())
 
     assert "server" not in response.header_names()
     assert "x-powered-by" not in response.header_names()
@@ -158,7 +164,7 @@ def test_app_value_wins_over_profile() -> None:
         [("Content-Security-Policy", "default-src 'self' cdn.example")]
     )
 
-    response = call(shield(app, HEADERS), make_environ())
+    response = call(Shield(app, policy=HEADERS), make_environ())
 
     csp = [
         value for name, value in response.headers if name == "Content-Security-Policy"
@@ -176,7 +182,7 @@ def test_extra_headers_added() -> None:
         }
     }
 
-    response = call(shield(EchoApp(), policy), make_environ())
+    response = call(Shield(EchoApp(), policy=policy), make_environ())
 
     assert response.header("X-Frame-Options") == "SAMEORIGIN"
     assert response.header("Reporting-Endpoints") == 'csp="/csp"'
@@ -198,12 +204,12 @@ def test_extra_headers_added() -> None:
 )
 def test_invalid_header_configuration(headers: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
-        shield(EchoApp(), {"headers": headers})
+        Shield(EchoApp(), policy={"headers": headers})
 
 
 def test_app_header_list_not_mutated() -> None:
     shared = [("Content-Type", "text/plain")]
-    wrapped = shield(app_with_headers(shared), HEADERS)
+    wrapped = Shield(app_with_headers(shared), policy=HEADERS)
 
     for _ in range(3):
         call(wrapped, make_environ())
@@ -240,7 +246,7 @@ def test_authenticated_response_not_stored(
         app = with_identity(app)
 
     response = call(
-        shield(app, HEADERS), make_environ("GET", "/", headers=request_headers)
+        Shield(app, policy=HEADERS), make_environ("GET", "/", headers=request_headers)
     )
 
     values = [
@@ -259,7 +265,7 @@ def test_route_cache_policy_keeps_app_value() -> None:
     app = app_with_headers([("Cache-Control", "private, max-age=30")])
 
     response = call(
-        shield(app, policy),
+        Shield(app, policy=policy),
         make_environ("GET", "/me", headers={"Authorization": "Bearer x"}),
     )
 
@@ -358,11 +364,11 @@ OCTETS = {"Content-Type": "application/octet-stream"}
 )
 def test_every_rejection_carries_profile(environ: dict[str, Any], status: int) -> None:
     response = call(
-        shield(EchoApp(), REQUEST_POLICY),
+        Shield(EchoApp(), policy=REQUEST_POLICY),
         dict(environ, **{"wsgi.input": _fresh(environ)}),
     )
 
-    assert response.code == status
+    assert response.status_code == status
     assert response.header_names() >= API_NAMES
     assert response.header("Content-Type") == "application/problem+json"
 
@@ -386,9 +392,9 @@ def test_app_exception_becomes_500_with_profile(
         raise RuntimeError("database is down")
 
     with caplog.at_level(logging.ERROR, logger="wsgishield.middleware.headers"):
-        response = call(shield(broken, HEADERS), make_environ())
+        response = call(Shield(broken, policy=HEADERS), make_environ())
 
-    assert response.code == 500
+    assert response.status_code == 500
     assert response.header_names() >= API_NAMES
     assert b"database" not in response.body
     assert caplog.records[-1].exc_info is not None
@@ -401,9 +407,9 @@ def test_flask_500_carries_profile() -> None:
     def index() -> str:
         raise RuntimeError("boom")
 
-    response = call(shield(flask_app.wsgi_app, HEADERS), make_environ())
+    response = call(Shield(flask_app.wsgi_app, policy=HEADERS), make_environ())
 
-    assert response.code == 500
+    assert response.status_code == 500
     assert response.header_names() >= API_NAMES
 
 
@@ -422,7 +428,7 @@ def test_exception_after_start_response_reraises() -> None:
         return lambda data: None
 
     with pytest.raises(RuntimeError, match="after start"):
-        shield(late, HEADERS)(make_environ(), server_start_response)
+        Shield(late, policy=HEADERS)(make_environ(), server_start_response)
 
 
 def test_catch_errors_off_propagates() -> None:
@@ -430,7 +436,9 @@ def test_catch_errors_off_propagates() -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        call(shield(broken, {"headers": {"catch_errors": False}}), make_environ())
+        call(
+            Shield(broken, policy={"headers": {"catch_errors": False}}), make_environ()
+        )
 
 
 def test_profile_variants_precomputed() -> None:
@@ -445,7 +453,7 @@ def test_profile_variants_precomputed() -> None:
 def test_extra_replaces_profile_header_any_case() -> None:
     policy = {"headers": {"extra": {"x-frame-options": "SAMEORIGIN"}}}
 
-    response = call(shield(EchoApp(), policy), make_environ())
+    response = call(Shield(EchoApp(), policy=policy), make_environ())
 
     values = [
         value for name, value in response.headers if name.lower() == "x-frame-options"
@@ -455,7 +463,7 @@ def test_extra_replaces_profile_header_any_case() -> None:
 
 def test_extra_cache_control_yields_to_no_store() -> None:
     policy = {"headers": {"extra": {"Cache-Control": "max-age=60"}}}
-    wrapped = shield(EchoApp(), policy)
+    wrapped = Shield(EchoApp(), policy=policy)
 
     anonymous = call(wrapped, make_environ())
     authenticated = call(wrapped, make_environ(headers={"Authorization": "Bearer x"}))
@@ -472,7 +480,7 @@ def test_extra_cache_control_yields_to_no_store() -> None:
 def test_remove_drops_profile_header() -> None:
     policy = {"headers": {"remove": ["Server", "x-frame-options"]}}
 
-    response = call(shield(EchoApp(), policy), make_environ(scheme="https"))
+    response = call(Shield(EchoApp(), policy=policy), make_environ(scheme="https"))
 
     assert "x-frame-options" not in response.header_names()
     assert response.header(HSTS) is not None

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from tests.cache_helpers import route_table
-from tests.support.cache_wsgi import call
+from tests.support.wsgi import call
 from wsgishield.cache.redis import RedisStore
 from wsgishield.middleware.cache import CacheMiddleware
 
@@ -50,11 +50,11 @@ def main() -> None:
 
     def worker() -> None:
         time.sleep(max(0.0, start - time.time()))
-        response = call(cache, "GET", "/hot")
+        response = call(cache, "/hot")
         with lock:
             results.append(
                 (
-                    response.status,
+                    response.status_code,
                     response.body.decode(),
                     response.header("Cache-Status") or "",
                 )
