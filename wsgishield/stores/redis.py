@@ -63,10 +63,11 @@ def connect(settings: RedisSettings) -> Any:
             if not host or not port.isdigit():
                 raise ConfigurationError("redis.sentinels", entry, "expected HOST:PORT")
             hosts.append((host.strip("[]"), int(port)))
-        sentinel = Sentinel(
+        # redis-py's Sentinel API carries no type annotations.
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
             hosts, sentinel_kwargs={"socket_timeout": timeout}, **options
         )
-        return sentinel.master_for(settings.service_name)
+        return sentinel.master_for(settings.service_name)  # type: ignore[no-untyped-call]
     try:
         return redis.Redis.from_url(url, **options)
     except ValueError as exc:
