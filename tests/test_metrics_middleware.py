@@ -17,7 +17,7 @@ from wsgishield.middleware import MetricsMiddleware
 from wsgishield.policy import load_policy
 from wsgishield.problem import Problem
 
-# The scrape endpoint answers loopback peers only, unless configured.
+# The scrape endpoint serves loopback peers only, unless configured.
 LOOPBACK = "127.0.0.1"
 
 ROUTES = [

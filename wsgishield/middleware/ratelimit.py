@@ -6,7 +6,7 @@ per identity, ...); ``limits.default`` covers routes that name none and
 are checked and consumed together, in one store call: the request is
 admitted only if every policy admits it, and a denied request consumes
 nothing. A denied request gets a 429 ``application/problem+json`` response
-with ``Retry-After`` (whole seconds, rounded up, at least 1); every limited
+with ``Retry-After`` (whole seconds, rounded up, at least 1). Every limited
 response carries the ``RateLimit-Policy`` and ``RateLimit`` fields of
 draft-ietf-httpapi-ratelimit-headers-10, or the older ``X-RateLimit-*``
 fields.

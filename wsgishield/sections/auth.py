@@ -115,7 +115,7 @@ class RevocationSettings(msgspec.Struct, **_STRUCT_OPTIONS):
     """Store of revoked token ids and subject cut-offs."""
 
     #: ``redis`` uses the policy's ``redis`` section and is shared by every
-    #: worker; ``memory`` holds one process only.
+    #: worker. ``memory`` covers one process only.
     store: Literal["memory", "redis"] = "memory"
     #: Each worker rereads the shared list at most this often.
     sync_interval_ms: Annotated[int, msgspec.Meta(ge=50, le=60_000)] = 1000
@@ -174,5 +174,5 @@ class RouteAuth(msgspec.Struct, **_STRUCT_OPTIONS):
     scopes: list[str] = []
     claims: list[ClaimRule] = []
     #: Accept the token from the query string (such as for WebSocket or
-    #: download links). The parameter is removed before the app sees it.
+    #: download links). The parameter is removed before the app is called.
     allow_query_token: bool = False
