@@ -554,18 +554,8 @@ class CacheMiddleware:
         if filling is not None:
             filling.wait(self.lock_timeout)
             waited = self._lookup_quietly(environ, settings, target)
-            if waited is not None:
-                return self._serve(
-                    environ, start_response, settings, waited, self.clock(), "collapsed"
-                )
-            return self._forward(
-                environ,
-                start_response,
-                settings,
-                target,
-                lookup,
-                stale,
-                skip="fill-timeout",
+            return self._after_wait(
+                environ, start_response, settings, target, lookup, stale, waited
             )
 
         token = None
@@ -574,24 +564,8 @@ class CacheMiddleware:
                 token = self._acquire_lease(key)
                 if token is None:
                     waited = self._wait_for_fill(environ, settings, target)
-                    if waited is not None:
-                        return self._serve(
-                            environ,
-                            start_response,
-                            settings,
-                            waited,
-                            self.clock(),
-                            "collapsed",
-                        )
-                    # The holder failed or is slow, so respond without storing.
-                    return self._forward(
-                        environ,
-                        start_response,
-                        settings,
-                        target,
-                        lookup,
-                        stale,
-                        skip="fill-timeout",
+                    return self._after_wait(
+                        environ, start_response, settings, target, lookup, stale, waited
                     )
             return self._forward(
                 environ, start_response, settings, target, lookup, stale
@@ -619,6 +593,32 @@ class CacheMiddleware:
         except StoreError as exc:
             # The lease expires by itself after lease_ms.
             self._store_failed(exc, None)
+
+    def _after_wait(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        settings: _RouteSettings,
+        target: Target,
+        lookup: _Lookup,
+        stale: Entry | None,
+        waited: Entry | None,
+    ) -> Iterable[bytes]:
+        """Serve what a concurrent fill stored, or respond without storing
+        when the filler failed or is slow."""
+        if waited is not None:
+            return self._serve(
+                environ, start_response, settings, waited, self.clock(), "collapsed"
+            )
+        return self._forward(
+            environ,
+            start_response,
+            settings,
+            target,
+            lookup,
+            stale,
+            skip="fill-timeout",
+        )
 
     def _lookup_quietly(
         self, environ: WSGIEnvironment, settings: _RouteSettings, target: Target
