@@ -395,7 +395,8 @@ def test_scrape_from_other_network_gets_404(
 
 def test_unix_socket_peer_counts_as_loopback(registry: metrics.MetricsRegistry) -> None:
     # The client layer treats a peer without an address as a local proxy on
-    # a Unix socket; that proxy must block the path itself (see deploy/nginx).
+    # a Unix socket, so that proxy must block the path itself (see
+    # deploy/nginx).
     app = shield(ok_app, registry)
     response = call(app, "/metrics", remote_addr="")
     assert response.status == "200 OK"

@@ -9,7 +9,7 @@ MAX_RULE = 2**31 - 1
 IPV4_BITS = 32
 IPV6_BITS = 128
 
-# ::ffff:0:0/96 holds the IPv4-mapped IPv6 addresses (RFC 4291, section
+# ::ffff:0:0/96 contains the IPv4-mapped IPv6 addresses (RFC 4291, section
 # 2.5.5.2); the address parser returns those as IPv4, so prefixes inside it
 # are stored as IPv4 prefixes too.
 IPV4_MAPPED_HIGH_BITS = 0xFFFF

@@ -124,8 +124,8 @@ class Requirement:
     def check(self, identity: Identity) -> str | None:
         """Return ``None`` when ``identity`` may pass, else the reason.
 
-        Reasons: ``issuer-not-accepted`` (answered 401), ``missing-role``,
-        ``missing-scope`` and ``claim-mismatch`` (answered 403).
+        Reasons: ``issuer-not-accepted`` (sent as 401), ``missing-role``,
+        ``missing-scope`` and ``claim-mismatch`` (sent as 403).
         """
         if self.issuers is not None and identity.profile not in self.issuers:
             return "issuer-not-accepted"

@@ -74,7 +74,7 @@ _CORS_HEADERS = frozenset(
     }
 )
 _EXPOSED = "Retry-After, RateLimit, RateLimit-Policy"
-# Store failures are logged at most once per this many seconds.
+# Each process logs store failures at most once per this many seconds.
 _FAILURE_LOG_SECONDS = 10.0
 # Origins whose CORS headers are remembered per route, oldest evicted first.
 _MAX_CORS_MEMO = 1024

@@ -8,7 +8,7 @@ fields (431). Then come the body framing (400, 411), the declared body size
 - A JSON body, a compressed body and every POST, PUT or PATCH body of a
   route with a schema is read here, within the limit, and handed to the app as a fresh
   ``wsgi.input`` with an exact ``CONTENT_LENGTH``. JSON is pre-scanned for
-  depth and tokens before any decoder sees it (400), then decoded into the
+  depth and tokens before any decoder runs (400), then decoded into the
   route's schema (400 for malformed JSON, 422 for a mismatch). The decoded
   object goes under ``wsgishield.body``.
 - Any other body streams to the app through a ``wsgi.input`` that enforces
@@ -438,7 +438,7 @@ class RequestLimitsMiddleware:
             raise self._body_error(exc) from None
 
         # The pre-scan rejects JSON nested or sized past the limits before any
-        # decoder sees it.
+        # decoder runs.
         if json_body:
             verdict, offset = scan_json(
                 body, limits.json_max_depth, limits.json_max_tokens

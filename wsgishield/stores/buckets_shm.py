@@ -51,7 +51,7 @@ logger = logging.getLogger("wsgishield.ratelimit")
 
 _DIRECTORY = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 _FILE_PREFIX = "wsgishield-buckets-"
-# A failing table is logged at most once per this many seconds.
+# Each process logs a failing table at most once per this many seconds.
 _FAILURE_LOG_SECONDS = 10.0
 
 
