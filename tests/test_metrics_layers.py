@@ -19,7 +19,7 @@ from tests.support.servers import free_port
 from tests.support.tokens import ISSUER, SECRET, SECRET_VARIABLE, claims, hs256
 from tests.support.wsgi import call
 from wsgishield import Shield, metrics
-from wsgishield.middleware import MetricsMiddleware
+from wsgishield.middleware import MetricsMiddleware, RateLimitMiddleware
 
 METRICS = {"allow": ["loopback"]}
 
@@ -119,6 +119,22 @@ def limits_policy(**policy: Any) -> dict[str, Any]:
 
 def test_ratelimit_allowed_then_limited() -> None:
     shield = Shield(ok_app, limits_policy())
+    name = "wsgishield_ratelimit_decisions_total"
+    assert moved(name, lambda: call(shield, "/x")) == {("allowed", "per-ip"): 1.0}
+    assert moved(name, lambda: call(shield, "/x")) == {("limited", "per-ip"): 1.0}
+
+
+def test_ratelimit_counted_on_shm_one_call_path(tmp_path: Any) -> None:
+    # The shared-memory store admits through its one-call path; the counts
+    # must match those of the general path.
+    policy = limits_policy()
+    policy["limits"].update(store="shm", shm_slots=1024)
+    shield = Shield(ok_app, policy)
+    layer = next(
+        layer for layer in shield.layers if isinstance(layer, RateLimitMiddleware)
+    )
+    layer.store.path = str(tmp_path / "table")
+    assert layer.default_plan.admission is not None
     name = "wsgishield_ratelimit_decisions_total"
     assert moved(name, lambda: call(shield, "/x")) == {("allowed", "per-ip"): 1.0}
     assert moved(name, lambda: call(shield, "/x")) == {("limited", "per-ip"): 1.0}

@@ -1,4 +1,8 @@
-"""The rate-limit layer on the memory store: policies, responses, exemptions."""
+"""The rate-limit layer: policies, responses, exemptions.
+
+Every test runs on the memory store and on the shared-memory store, whose
+one-call path (``prepare``/``admit``) serves the routes keyed by address.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from wsgishield.middleware.ratelimit import RateLimitMiddleware
 from wsgishield.ratelimit import Limit, parse_rate
 from wsgishield.routes import Route
 from wsgishield.stores.buckets_memory import MemoryBucketStore
+from wsgishield.stores.buckets_shm import SharedMemoryBucketStore
 
 SECOND = 1_000_000
 
@@ -45,9 +50,27 @@ def hello_app(environ, start_response):
     return [b"hello"]
 
 
+@pytest.fixture(autouse=True, params=["memory", "shm"])
+def store_kind(request, tmp_path, monkeypatch):
+    """Run each test on the memory store, then on the shared-memory store."""
+    if request.param == "shm":
+
+        def shm_store(clock):
+            path = str(tmp_path / "table")
+            return SharedMemoryBucketStore(slots=1024, path=path, clock=clock)
+
+        monkeypatch.setitem(globals(), "new_store", shm_store)
+    return request.param
+
+
+def new_store(clock):
+    """Build the store of the current test (see ``store_kind``)."""
+    return MemoryBucketStore(clock=clock)
+
+
 def make_layer(limits, clock=None, **options):
-    """Build the layer on a memory store; every request matches route ``r``."""
-    store = MemoryBucketStore(clock=clock or FakeClock())
+    """Build the layer on the current store; every request matches route ``r``."""
+    store = new_store(clock=clock or FakeClock())
     layer = RateLimitMiddleware(hello_app, limits=limits, store=store, **options)
     route = Route("r", "/**")
 

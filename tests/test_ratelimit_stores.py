@@ -346,3 +346,79 @@ def test_shm_clock_is_clock_monotonic_in_microseconds(mode):
     after = time.monotonic_ns() // 1000
     assert type(now) is int
     assert before <= now <= after
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=2 * SECOND),
+            st.integers(min_value=0, max_value=30),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    cost=st.integers(min_value=1, max_value=3),
+)
+@pytest.mark.parametrize("mode", ["compiled", "python"])
+def test_shm_admit_matches_apply(tmp_path_factory, mode, steps, cost):
+    """The one-call path decides, stores and formats as apply does."""
+    if mode == "compiled" and _fast.NO_EXTENSIONS:
+        return
+    from wsgishield.middleware.ratelimit import RateLimitMiddleware
+
+    directory = tmp_path_factory.mktemp("admit")
+    limits = [Limit("fast", "4/second", burst=6), Limit("daily", "50/day")]
+    clocks = [FakeClock(), FakeClock()]
+    table_class = load_twin("shm", mode).SharedTable
+    admitting, applying = (
+        SharedMemoryBucketStore(
+            slots=1024, path=str(directory / name), clock=clock, table_class=table_class
+        )
+        for name, clock in zip(["admit", "apply"], clocks, strict=True)
+    )
+    plan = load_twin("shm", mode).Admission(limits, cost)
+    layer = RateLimitMiddleware(None, limits=limits, store=applying)
+    for step, client in steps:
+        for clock in clocks:
+            clock.now += step
+        keys = [f"{limit.id}|192.0.2.{client}" for limit in limits]
+        fields = admitting.admit(plan, f"192.0.2.{client}")
+        outcome = applying.apply(limits, keys, cost)
+        assert (fields is not None) == outcome.allowed
+        if fields is not None:
+            assert fields == layer._header_fields(limits, outcome.results)
+    # Both tables hold the same buckets afterwards.
+    for client in range(31):
+        keys = [f"{limit.id}|192.0.2.{client}" for limit in limits]
+        assert admitting.apply(limits, keys, 1) == applying.apply(limits, keys, 1)
+
+
+@pytest.mark.parametrize("mode", ["compiled", "python"])
+def test_shm_admission_options(tmp_path, mode):
+    kernel = load_twin("shm", mode)
+    if mode == "compiled" and _fast.NO_EXTENSIONS:
+        pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")
+    store = shm_store(tmp_path, mode)
+    quiet = kernel.Admission([Limit("one", "2/minute")], 1, fields=False)
+    assert store.admit(quiet, "192.0.2.1") == []
+    assert store.admit(quiet, "192.0.2.1") == []
+    assert store.admit(quiet, "192.0.2.1") is None
+    # A non-ASCII client part hashes like its UTF-8 key on the general path.
+    plan = kernel.Admission([Limit("one", "1/minute")], 1)
+    assert store.admit(plan, "clé") == [
+        ("RateLimit-Policy", '"one";q=1;w=60'),
+        ("RateLimit", '"one";r=0;t=60'),
+    ]
+    assert not store.apply([Limit("one", "1/minute")], ["one|clé"], 1).allowed
+    with pytest.raises(ValueError, match="shadow"):
+        kernel.Admission([Limit("try", "1/minute", shadow=True)], 1)
+    with pytest.raises(ValueError, match="policies"):
+        kernel.Admission([], 1)
+
+
+def test_shm_admit_on_unusable_table_defers_to_apply(tmp_path):
+    (tmp_path / "table").mkdir()
+    store = SharedMemoryBucketStore(slots=1024, path=str(tmp_path / "table"))
+    plan = store.prepare([Limit("one", "1/minute")], 1, fields=True)
+    assert store.admit(plan, "192.0.2.1") is None

@@ -21,12 +21,12 @@ which errs on the side of limiting.
 from cpython.object cimport PyTypeObject
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_SET_ITEM
-from cpython.unicode cimport PyUnicode_DATA, PyUnicode_GET_LENGTH
+from cpython.unicode cimport PyUnicode_DATA, PyUnicode_DecodeASCII, PyUnicode_GET_LENGTH
 from libc.stdint cimport int64_t, uint8_t, uint64_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
-from ._gcra_common import MAX_EXACT
+from ._gcra_common import MAX_EXACT, MICROSECONDS
 from ._shm_common import (
     FNV_OFFSET,
     FNV_PRIME,
@@ -39,7 +39,7 @@ from ._shm_common import (
     SLOT_BYTES,
 )
 
-__all__ = ["COMPILED", "SharedTable", "key_hash", "monotonic_microseconds"]
+__all__ = ["COMPILED", "Admission", "SharedTable", "key_hash", "monotonic_microseconds"]
 
 COMPILED = True
 
@@ -74,6 +74,12 @@ cdef Py_ssize_t _HEADER = HEADER_BYTES
 cdef Py_ssize_t _MUTEX = MUTEX_OFFSET
 cdef int _WINDOW = PROBE_WINDOW
 cdef int _MAX = MAX_POLICIES
+cdef int64_t _MICROSECONDS = MICROSECONDS
+cdef enum:
+    # Longest "id";r= prefix of a state item: policy ids have at most 64 bytes.
+    MAX_PREFIX = 72
+    # One state item: the prefix, two 20-digit integers, ";t=" and ", ".
+    MAX_ITEM = MAX_PREFIX + 45
 
 ctypedef struct Slot:
     uint64_t hash
@@ -95,22 +101,28 @@ ctypedef struct Request:
     int64_t reset_after
 
 
-cdef uint64_t _hash_bytes(const unsigned char* data, Py_ssize_t length) noexcept nogil:
-    cdef uint64_t value = _FNV_OFFSET
+cdef uint64_t _fnv(uint64_t value, const unsigned char* data, Py_ssize_t length) noexcept nogil:
+    # FNV-1a is a running state, so hashing "a" then "b" equals hashing "ab".
     cdef Py_ssize_t i
     for i in range(length):
         value = (value ^ data[i]) * _FNV_PRIME
+    return value
+
+
+cdef uint64_t _continue_text(uint64_t value, str text) except? 0:
+    # An ASCII string is its own UTF-8: hash it in place, without a copy.
+    if PyUnicode_IS_COMPACT_ASCII(text):
+        value = _fnv(
+            value, <const unsigned char*>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text)
+        )
+    else:
+        data = text.encode("utf-8", "surrogatepass")
+        value = _fnv(value, <const unsigned char*>(<bytes>data), len(data))
     return value if value != 0 else 1
 
 
 cdef uint64_t _hash_text(str text) except? 0:
-    # An ASCII string is its own UTF-8: hash it in place, without a copy.
-    if PyUnicode_IS_COMPACT_ASCII(text):
-        return _hash_bytes(
-            <const unsigned char*>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text)
-        )
-    cdef bytes data = text.encode("utf-8", "surrogatepass")
-    return _hash_bytes(<const unsigned char*>data, len(data))
+    return _continue_text(_FNV_OFFSET, text)
 
 
 def key_hash(str text not None):
@@ -148,6 +160,72 @@ cdef object _result(type kind, Request* r):
     _set_item(result, 3, retry_after)
     _set_item(result, 4, reset_after)
     return result
+
+
+cdef Py_ssize_t _write_int(char* out, int64_t value) noexcept nogil:
+    """Write the decimal digits of ``value`` (at least 0) and return their count."""
+    cdef char digits[20]
+    cdef Py_ssize_t count = 0
+    cdef Py_ssize_t i
+    if value <= 0:
+        out[0] = 48  # "0"
+        return 1
+    while value > 0:
+        digits[count] = <char>(48 + value % 10)
+        value //= 10
+        count += 1
+    for i in range(count):
+        out[i] = digits[count - 1 - i]
+    return count
+
+
+cdef class Admission:
+    """The policies of one route, prepared for :meth:`SharedTable.admit`.
+
+    Every policy is keyed by the client address alone (its bucket key is
+    ``id|address``) and none is in shadow mode. The hash state after each
+    ``id|`` is computed here once, so a request hashes only its address.
+    With ``fields`` true, an admitted request gets its ``RateLimit-Policy``
+    and ``RateLimit`` fields formatted in C.
+    """
+
+    cdef readonly tuple limits
+    cdef readonly int64_t cost
+    cdef int count
+    cdef uint64_t prefix_hash[32]
+    cdef uint64_t overflow[32]
+    cdef int64_t interval[32]
+    cdef int64_t tolerance[32]
+    cdef object policy_field
+    cdef bytes prefixes
+
+    def __init__(self, limits, int64_t cost, *, bint fields=True):
+        cdef int i
+        self.limits = tuple(limits)
+        self.count = len(self.limits)
+        if not 0 < self.count <= _MAX:
+            raise ValueError(f"expected 1 to {_MAX} policies")
+        self.cost = cost
+        prefixes = []
+        for i in range(self.count):
+            limit = self.limits[i]
+            if limit.shadow:
+                raise ValueError(f"policy {limit.id!r} is in shadow mode")
+            head = (limit.id + "|").encode("ascii")
+            self.prefix_hash[i] = _fnv(_FNV_OFFSET, <const unsigned char*>head, len(head))
+            self.overflow[i] = (_hash_text(limit.id) ^ _OVERFLOW_SALT) or 1
+            self.interval[i] = limit.interval
+            self.tolerance[i] = limit.tolerance
+            prefix = limit.state_prefix.encode("ascii")
+            if len(prefix) > MAX_PREFIX:
+                raise ValueError(f"policy id {limit.id!r} is too long")
+            prefixes.append(prefix)
+        # The state prefixes back to back, each after a length byte.
+        self.prefixes = b"".join(bytes((len(prefix),)) + prefix for prefix in prefixes)
+        self.policy_field = None
+        if fields:
+            items = ", ".join(limit.policy_item for limit in self.limits)
+            self.policy_field = ("RateLimit-Policy", items)
 
 
 cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
@@ -303,3 +381,75 @@ cdef class SharedTable:
         for i in range(count):
             results.append(_result(self.result, &requests[i]))
         return admitted, results
+
+    def admit(self, Admission plan not None, str client not None, now=None):
+        """Check and consume the buckets of ``plan`` for ``client``, all or nothing.
+
+        Returns the response fields of an admitted request (an empty list
+        when the plan formats none), or ``None`` when a policy denied it and
+        nothing was consumed. ``now`` defaults to ``CLOCK_MONOTONIC``.
+        """
+        cdef Request requests[32]
+        cdef int count = plan.count
+        cdef int i
+        cdef int status
+        cdef bint admitted
+        cdef int64_t at
+        cdef timespec clock
+
+        for i in range(count):
+            requests[i].hash = _continue_text(plan.prefix_hash[i], client)
+            requests[i].overflow = plan.overflow[i]
+            requests[i].interval = plan.interval[i]
+            requests[i].tolerance = plan.tolerance[i]
+            requests[i].shadow = False
+            requests[i].slot = -1
+        if now is None:
+            clock_gettime(CLOCK_MONOTONIC, &clock)
+            at = <int64_t>clock.tv_sec * 1000000 + clock.tv_nsec // 1000
+        else:
+            at = now
+
+        with nogil:
+            status = pthread_mutex_lock(self.mutex)
+            if status == EOWNERDEAD:
+                # A worker died holding the lock; the table is still valid.
+                pthread_mutex_consistent(self.mutex)
+                status = 0
+            if status == 0:
+                admitted = self._apply_locked(requests, count, plan.cost, at)
+                pthread_mutex_unlock(self.mutex)
+        if status != 0:
+            raise OSError(status, "locking the shared bucket table failed")
+        if not admitted:
+            return None
+        if plan.policy_field is None:
+            return []
+        return [plan.policy_field, ("RateLimit", _state_field(plan, requests))]
+
+
+cdef str _state_field(Admission plan, Request* requests):
+    """Format the ``RateLimit`` field of an admitted request."""
+    cdef char text[32 * MAX_ITEM]
+    cdef Py_ssize_t length = 0
+    cdef const unsigned char* prefixes = plan.prefixes
+    cdef Py_ssize_t offset = 0
+    cdef Py_ssize_t size
+    cdef int i
+    for i in range(plan.count):
+        if i:
+            text[length] = 44  # ","
+            text[length + 1] = 32  # " "
+            length += 2
+        size = prefixes[offset]
+        memcpy(&text[length], &prefixes[offset + 1], size)
+        offset += size + 1
+        length += size
+        length += _write_int(&text[length], requests[i].remaining)
+        memcpy(&text[length], b";t=", 3)
+        length += 3
+        # Seconds until the bucket is full again, rounded up.
+        length += _write_int(
+            &text[length], (requests[i].reset_after + _MICROSECONDS - 1) // _MICROSECONDS
+        )
+    return PyUnicode_DecodeASCII(text, length, NULL)

@@ -9,6 +9,8 @@ slot whose TAT has passed holds a full bucket and may be taken by any key.
 
 from __future__ import annotations
 
+from ._gcra_common import MICROSECONDS
+
 #: Written last when a table is initialized: "WSGSHM01" read little-endian.
 MAGIC = 0x31304D4853475357
 HEADER_BYTES = 128
@@ -24,3 +26,14 @@ FNV_OFFSET = 0xCBF29CE484222325
 FNV_PRIME = 0x100000001B3
 #: Mixed into a policy's hash to name its shared overflow bucket.
 OVERFLOW_SALT = 0x9E3779B97F4A7C15
+
+
+def state_item(prefix: str, remaining: int, reset_after: int) -> str:
+    """Format one item of the ``RateLimit`` field: ``"id";r=N;t=SECONDS``.
+
+    ``prefix`` is the policy's ``"id";r=`` text; a negative remaining count
+    is sent as 0 and the reset time is rounded up to whole seconds.
+    """
+    if remaining < 0:
+        remaining = 0
+    return f"{prefix}{remaining};t={-(-reset_after // MICROSECONDS)}"

@@ -25,9 +25,10 @@ from ._shm_common import (
     OVERFLOW_SALT,
     PROBE_WINDOW,
     SLOT_BYTES,
+    state_item,
 )
 
-__all__ = ["COMPILED", "SharedTable", "key_hash", "monotonic_microseconds"]
+__all__ = ["COMPILED", "Admission", "SharedTable", "key_hash", "monotonic_microseconds"]
 
 COMPILED = False
 
@@ -47,6 +48,31 @@ def key_hash(text: str) -> int:
 def monotonic_microseconds() -> int:
     """Return ``CLOCK_MONOTONIC`` in microseconds, shared by every process."""
     return time.monotonic_ns() // 1000
+
+
+class Admission:
+    """The policies of one route, prepared for :meth:`SharedTable.admit`.
+
+    Every policy is keyed by the client address alone (its bucket key is
+    ``id|address``) and none is in shadow mode. With ``fields`` true, an
+    admitted request gets its ``RateLimit-Policy`` and ``RateLimit`` fields.
+    """
+
+    def __init__(
+        self, limits: Sequence[Any], cost: int, *, fields: bool = True
+    ) -> None:
+        self.limits = tuple(limits)
+        if not 0 < len(self.limits) <= MAX_POLICIES:
+            raise ValueError(f"expected 1 to {MAX_POLICIES} policies")
+        for limit in self.limits:
+            if limit.shadow:
+                raise ValueError(f"policy {limit.id!r} is in shadow mode")
+        self.cost = cost
+        self.key_prefixes = [limit.id + "|" for limit in self.limits]
+        self.policy_field: tuple[str, str] | None = None
+        if fields:
+            items = ", ".join(limit.policy_item for limit in self.limits)
+            self.policy_field = ("RateLimit-Policy", items)
 
 
 class SharedTable:
@@ -96,6 +122,29 @@ class SharedTable:
                 return self._apply_locked(limits, hashes, overflow, cost, now)
             finally:
                 fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+    def admit(
+        self, plan: Admission, client: str, now: int | None = None
+    ) -> list[tuple[str, str]] | None:
+        """Check and consume the buckets of ``plan`` for ``client``, all or nothing.
+
+        Returns the response fields of an admitted request (an empty list
+        when the plan formats none), or ``None`` when a policy denied it and
+        nothing was consumed. ``now`` defaults to ``CLOCK_MONOTONIC``.
+        """
+        keys = [prefix + client for prefix in plan.key_prefixes]
+        if now is None:
+            now = monotonic_microseconds()
+        admitted, results = self.apply(plan.limits, keys, plan.cost, now)
+        if not admitted:
+            return None
+        if plan.policy_field is None:
+            return []
+        state = ", ".join(
+            state_item(limit.state_prefix, result[2], result[4])
+            for limit, result in zip(plan.limits, results, strict=True)
+        )
+        return [plan.policy_field, ("RateLimit", state)]
 
     def _apply_locked(
         self,

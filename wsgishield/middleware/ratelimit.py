@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import context, events, metrics
+from .._fast._shm_common import state_item
 from .._fast.gcra import MICROSECONDS, retry_seconds
 from ..errors import STORE_ERROR_KINDS, ConfigurationError, StoreError
 from ..networks import NetworkSet, expand_presets
@@ -61,6 +62,7 @@ _TAG_PARTS = ("ip", "api-key", "identity")
 # The hash tag of every key when no key part is common to all policies.
 SHARED_TAG = "rl"
 _IP_ONLY = ("ip",)
+_TRACE = context.TRACE
 # Values of the result label of wsgishield_ratelimit_decisions_total.
 _RESULTS = ("allowed", "limited", "shadow-limited")
 
@@ -84,7 +86,14 @@ _MAX_ORIGIN = 512
 
 
 class BucketStore(Protocol):
-    """Interface of a bucket store, as the middleware calls it."""
+    """Interface of a bucket store, as the middleware calls it.
+
+    A store may also offer ``prepare(limits, cost, fields=...)`` and
+    ``admit(prepared, client)``: a one-call path for routes whose policies
+    are all keyed by the client address and none in shadow mode. ``admit``
+    returns the response fields of an admitted request, or ``None`` to send
+    the request through ``apply``.
+    """
 
     name: str
 
@@ -96,11 +105,21 @@ class BucketStore(Protocol):
 class _Plan:
     """The policies of one route, resolved once."""
 
-    __slots__ = ("cost", "has_shadow", "ip_key_prefixes", "limits", "too_costly")
+    __slots__ = (
+        "admission",
+        "cost",
+        "has_shadow",
+        "ip_key_prefixes",
+        "limits",
+        "too_costly",
+    )
 
     def __init__(self, limits: Sequence[Limit], cost: int) -> None:
         self.limits = tuple(limits)
         self.cost = cost
+        # The store's prepared form of these policies, when it has a one-call
+        # path for them (see RateLimitMiddleware._prepare).
+        self.admission: object | None = None
         self.has_shadow = any(limit.shadow for limit in self.limits)
         # Most routes have only policies keyed by the client address: their
         # keys are these prefixes followed by the address.
@@ -235,6 +254,8 @@ class RateLimitMiddleware:
             local_store if local_store is not None else MemoryBucketStore()
         )
         self.headers = headers
+        for plan in (self.default_plan, *self.plans.values()):
+            plan.admission = self._prepare(plan)
         self.count_preflight = count_preflight
         exempt_routes = []
         for index, path in enumerate(exempt_paths):
@@ -289,6 +310,29 @@ class RateLimitMiddleware:
         # The breaker lets a probe through after this long, rounded up.
         retry_after = max(1, math.ceil(breaker_reset_seconds))
         self._unavailable_headers = [("Retry-After", str(retry_after))]
+
+    def _prepare(self, plan: _Plan) -> object | None:
+        """Return the store's one-call form of ``plan``, when it has one.
+
+        It covers plans whose policies are keyed by the client address alone,
+        with none in shadow mode, none costlier than its burst, and the IETF
+        fields or none. The X-RateLimit fields need the wall clock and stay
+        on the general path, as do shadow policies, which log.
+        """
+        prepare = getattr(self.store, "prepare", None)
+        if (
+            prepare is None
+            or not plan.limits
+            or plan.ip_key_prefixes is None
+            or plan.has_shadow
+            or plan.too_costly is not None
+            or self.headers == "x-ratelimit"
+        ):
+            return None
+        prepared: object = prepare(
+            plan.limits, plan.cost, fields=self.headers == "ietf"
+        )
+        return prepared
 
     def _resolve(self, where: str, names: Sequence[str]) -> tuple[Limit, ...]:
         resolved = []
@@ -373,6 +417,15 @@ class RateLimitMiddleware:
             # Every policy is keyed by the address alone, and so is the tag
             # when there is one (see _tag_part).
             client = self.keys.client_part(environ)
+            if plan.admission is not None and _TRACE not in environ:
+                # One store call checks, consumes and formats the fields; a
+                # denial (or a failing store) takes the general path below.
+                admitted = self.store.admit(plan.admission, client)  # type: ignore[attr-defined]
+                if admitted is not None:
+                    if self._decisions is not None:
+                        for limit in plan.limits:
+                            self._decisions.inc((limit.id, "allowed"))
+                    return self._forward(environ, start_response, admitted, route_id)
             limits: Sequence[Limit] = plan.limits
             keys = [prefix + client for prefix in prefixes]
             tag = client if self.tag_part is not None else SHARED_TAG
@@ -409,10 +462,19 @@ class RateLimitMiddleware:
         if not outcome.allowed:
             return self._deny(environ, start_response, plan, limits, outcome, fields)
 
-        trace = environ.get(context.TRACE)
+        trace = environ.get(_TRACE)
         if trace is not None:
             trace.append(("ratelimit", "allowed", outcome))
+        return self._forward(environ, start_response, fields, route_id)
 
+    def _forward(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        fields: list[tuple[str, str]],
+        route_id: str,
+    ) -> Iterable[bytes]:
+        """Call the app for an admitted request, adding ``fields`` to its response."""
         origin = environ.get("HTTP_ORIGIN")
         if origin:
             start = self._start_remembering_cors(
@@ -518,27 +580,15 @@ class RateLimitMiddleware:
         # RateLimit-Policy lists the enforced policies with their quota (q)
         # and window in seconds (w); RateLimit gives each one's remaining
         # quota (r) and the seconds until it is full again (t).
-        if len(limits) == 1 and not limits[0].shadow:
-            # The common case, without the lists and joins below.
-            limit = limits[0]
-            _, _, remaining, _, reset_after = results[0]
-            if remaining < 0:
-                remaining = 0
-            reset = -(-reset_after // MICROSECONDS)
-            return [
-                ("RateLimit-Policy", limit.policy_item),
-                ("RateLimit", f"{limit.state_prefix}{remaining};t={reset}"),
-            ]
-
         policy_items = []
         state_items = []
         for limit, result in zip(limits, results, strict=True):
             if limit.shadow:
                 continue
             policy_items.append(limit.policy_item)
-            remaining = result.remaining if result.remaining > 0 else 0
-            reset = -(-result.reset_after // MICROSECONDS)
-            state_items.append(f"{limit.state_prefix}{remaining};t={reset}")
+            state_items.append(
+                state_item(limit.state_prefix, result.remaining, result.reset_after)
+            )
         if not policy_items:
             return []
         return [

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .._fast._shm_common import HEADER_BYTES, SLOT_BYTES
-from .._fast.shm import SharedTable, monotonic_microseconds
+from .._fast.shm import Admission, SharedTable, monotonic_microseconds
 from ..errors import ConfigurationError, StoreError
 from ..ratelimit import BucketResult, Limit, Outcome, unspent
 from .buckets import under_gunicorn
@@ -114,6 +114,35 @@ class SharedMemoryBucketStore:
             for result, limit in zip(results, limits, strict=True)
         ]
         return Outcome(False, results)
+
+    def prepare(self, limits: Sequence[Limit], cost: int, *, fields: bool) -> Admission:
+        """Prepare the policies of one route for :meth:`admit`.
+
+        Every policy must be keyed by the client address alone and none may
+        be in shadow mode; ``fields`` asks for the IETF ``RateLimit`` fields.
+        """
+        return Admission(limits, cost, fields=fields)
+
+    def admit(self, plan: Admission, client: str) -> list[tuple[str, str]] | None:
+        """Admit one request of a prepared route in one kernel call.
+
+        Returns the response fields of an admitted request, or ``None`` when
+        the request was denied (nothing consumed) or the table failed; the
+        caller then takes :meth:`apply`, which reports both in full. The
+        kernel writes the same buckets as :meth:`apply` does.
+        """
+        table = self._table
+        try:
+            if table is None:
+                table = self._open()
+            if self.clock is monotonic_microseconds:
+                # The kernel reads the same clock without a Python call.
+                fields: list[tuple[str, str]] | None = table.admit(plan, client)
+            else:
+                fields = table.admit(plan, client, self.clock())
+        except (OSError, ConfigurationError):
+            return None
+        return fields
 
     def _log_failure(self, exc: Exception) -> None:
         # One record per failure period, not one per request.
