@@ -23,9 +23,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from .._fast._shm_common import state_item
+from .._fast.gcra import update
 from ..ratelimit import Limit, Outcome, decide
 
-__all__ = ["OVERFLOW_KEY", "MemoryBucketStore", "monotonic_microseconds"]
+__all__ = [
+    "OVERFLOW_KEY",
+    "MemoryAdmission",
+    "MemoryBucketStore",
+    "monotonic_microseconds",
+]
 
 #: Key suffix of the shared bucket that new keys use while the table is full.
 #: Key parts are never empty, so no real key contains "||".
@@ -35,6 +42,21 @@ OVERFLOW_KEY = "||overflow"
 def monotonic_microseconds() -> int:
     """Return ``CLOCK_MONOTONIC`` in microseconds, shared by every process."""
     return time.monotonic_ns() // 1000
+
+
+class MemoryAdmission:
+    """The policies of one route, prepared for :meth:`MemoryBucketStore.admit`."""
+
+    __slots__ = ("cost", "key_prefixes", "limits", "policy_field")
+
+    def __init__(self, limits: Sequence[Limit], cost: int, *, fields: bool) -> None:
+        self.limits = tuple(limits)
+        self.cost = cost
+        self.key_prefixes = tuple(limit.id + "|" for limit in self.limits)
+        self.policy_field: tuple[str, str] | None = None
+        if fields:
+            items = ", ".join(limit.policy_item for limit in self.limits)
+            self.policy_field = ("RateLimit-Policy", items)
 
 
 class MemoryBucketStore:
@@ -75,6 +97,44 @@ class MemoryBucketStore:
                     if result.allowed:
                         tats[key] = result.tat
             return outcome
+
+    def prepare(
+        self, limits: Sequence[Limit], cost: int, *, fields: bool
+    ) -> MemoryAdmission:
+        """Prepare the policies of one route for :meth:`admit`.
+
+        Every policy must be keyed by the client address alone.
+        """
+        return MemoryAdmission(limits, cost, fields=fields)
+
+    def admit(self, plan: MemoryAdmission, client: str) -> list[tuple[str, str]] | None:
+        """Admit one request of a prepared route, or return ``None`` if denied.
+
+        A denied request consumes nothing; the caller then takes
+        :meth:`apply`, which reports the denial in full.
+        """
+        cost = plan.cost
+        admitted = []
+        with self._lock:
+            now = self.clock()
+            tats = self._tats
+            for prefix, limit in zip(plan.key_prefixes, plan.limits, strict=True):
+                key = self._room_for(prefix + client, limit, now)
+                result = update(
+                    tats.get(key, 0), now, limit.interval, limit.tolerance, cost
+                )
+                if not result[0]:
+                    return None
+                admitted.append((key, result))
+            for key, result in admitted:
+                tats[key] = result[1]
+        if plan.policy_field is None:
+            return []
+        state = ", ".join(
+            state_item(limit.state_prefix, result[2], result[4])
+            for limit, (_, result) in zip(plan.limits, admitted, strict=True)
+        )
+        return [plan.policy_field, ("RateLimit", state)]
 
     def _room_for(self, key: str, limit: Limit, now: int) -> str:
         """Return ``key``, or the overflow key when the table has no room."""

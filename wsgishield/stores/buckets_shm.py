@@ -29,6 +29,7 @@ import logging
 import mmap
 import os
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -87,8 +88,11 @@ class SharedMemoryBucketStore:
         self.slots = 1 << (slots - 1).bit_length()
         self.path = path
         self.clock = clock
-        # The compiled table or its twin; tests pass one explicitly.
+        # The compiled table or its twin; tests pass one explicitly. The
+        # admit path needs the Admission class of the same kernel.
         self.table_class = table_class
+        kernel = sys.modules[table_class.__module__]
+        self.admission_class: type[Admission] = getattr(kernel, "Admission", Admission)
         self._table: SharedTable | None = None
         self._open_lock = threading.Lock()
         self._last_failure_log = -_FAILURE_LOG_SECONDS
@@ -121,7 +125,7 @@ class SharedMemoryBucketStore:
         Every policy must be keyed by the client address alone and none may
         be in shadow mode; ``fields`` asks for the IETF ``RateLimit`` fields.
         """
-        return Admission(limits, cost, fields=fields)
+        return self.admission_class(limits, cost, fields=fields)
 
     def admit(self, plan: Admission, client: str) -> list[tuple[str, str]] | None:
         """Admit one request of a prepared route in one kernel call.
