@@ -198,16 +198,22 @@ def run_outage(server, failure_mode, outage):
                 statuses.append(status)
         return durations, statuses
 
-    burst(8)
-    outage("start")
-    durations, statuses = burst(40)
-    breaker_state = breaker.state
-    outage("end")
-    deadline = time.monotonic() + 10
-    while breaker.state != CLOSED and time.monotonic() < deadline:
-        burst(4)
-        time.sleep(0.05)
-    return durations, statuses, breaker_state, breaker.state
+    try:
+        burst(8)
+        outage("start")
+        durations, statuses = burst(40)
+        breaker_state = breaker.state
+        outage("end")
+        deadline = time.monotonic() + 10
+        while breaker.state != CLOSED and time.monotonic() < deadline:
+            burst(4)
+            time.sleep(0.05)
+        return durations, statuses, breaker_state, breaker.state
+    finally:
+        # Close the pooled sockets now: left to the garbage collector, a
+        # socket may be finalized before its connection closes it, which
+        # raises a ResourceWarning.
+        client.close()
 
 
 @pytest.mark.slow
