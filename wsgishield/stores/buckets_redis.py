@@ -19,12 +19,13 @@ retry wrapper, observability hooks and per-argument packing, which made up
 most of the store's cost over a ``PING`` (docs/benchmarks/ratelimit.md).
 It packs the ``EVALSHA`` command in RESP, with the parts that a list of
 policies fixes packed once, sends it on a connection from the client's
-pool and reads the reply. The pool still provides fork safety and
-reconnects. A connection that timed out or broke is disconnected, because
-its unread reply would be read as the reply to the next command. A
-connection that got an error reply is still in step and goes back to the
-pool. ``RedisCluster``, which routes by slot, and the other clients that
-:func:`_lean_pool` names go through ``client.evalsha``.
+pool and reads the reply, so redis-py's command metrics do not count these
+calls. The pool still provides fork safety and reconnects. A connection
+that timed out or broke is disconnected, because its unread reply would be
+read as the reply to the next command. A connection that got an error
+reply is still in step and goes back to the pool. ``RedisCluster``, which
+routes by slot, and the other clients that :func:`_lean_pool` names go
+through ``client.evalsha``.
 
 A request that Redis denied is remembered locally until its retry time: the
 same request (same keys, same or higher cost) is denied again without a
