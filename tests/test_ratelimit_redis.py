@@ -172,6 +172,109 @@ def test_server_time_decides_not_local_clock(shared_redis_server, monkeypatch):
     )
 
 
+def client_commands(monkeypatch, client) -> list[str]:
+    """Record the name of every command sent through ``client.execute_command``."""
+    names: list[str] = []
+    send = client.execute_command
+
+    def recording(*args, **options):
+        names.append(str(args[0]))
+        return send(*args, **options)
+
+    monkeypatch.setattr(client, "execute_command", recording)
+    return names
+
+
+def test_plain_client_sends_packed_commands(shared_redis_server, monkeypatch):
+    client = connect(shared_redis_server, timeout_ms=1000)
+    store = RedisBucketStore(client, prefix="packed", deny_cache_size=0)
+    limits = [Limit("ip", "100/hour"), Limit("all", "100/hour", key=[])]
+    keys = ["ip|a", "all|"]
+    assert store.apply(limits, keys, 1, "a").allowed  # loads the script
+    sent = client_commands(monkeypatch, client)
+    client.config_resetstat()
+    for _ in range(5):
+        assert store.apply(limits, keys, 2, "a").allowed
+    # The calls bypass execute_command and still reach Redis, one EVALSHA each.
+    assert sent == ["CONFIG RESETSTAT"]
+    assert command_calls(client)["evalsha"] == 5
+    assert int(client.get("packed:{a}:rl:ip|a")) > 0
+
+
+def test_packed_keys_match_client_keys(shared_redis_server):
+    """Keys packed as bytes are the keys redis-py would have sent."""
+    packed = RedisBucketStore(connect(shared_redis_server), prefix="enc")
+    # A single-connection client keeps client.evalsha.
+    single = redis.Redis(port=shared_redis_server.port, single_connection_client=True)
+    through_client = RedisBucketStore(single, prefix="enc")
+    limit = Limit("one", "1/minute")
+    assert packed.apply([limit], ["one|caf\u00e9"], 1, "\u00e9t\u00e9").allowed
+    denied = through_client.apply([limit], ["one|caf\u00e9"], 1, "\u00e9t\u00e9")
+    assert not denied.allowed
+    assert single.exists("enc:{\u00e9t\u00e9}:rl:one|caf\u00e9")
+    single.close()
+
+
+def test_packed_call_reloads_script_after_flush(shared_redis_server):
+    client = connect(shared_redis_server, timeout_ms=1000)
+    store = RedisBucketStore(client, prefix="reload", deny_cache_size=0)
+    limit = Limit("ten", "10/minute")
+    assert store.apply([limit], ["ten|a"], 1, "a").results[0].remaining == 9
+    client.script_flush()
+    client.config_resetstat()
+    assert store.apply([limit], ["ten|a"], 1, "a").results[0].remaining == 8
+    calls = command_calls(client)
+    # The first EVALSHA got NOSCRIPT and did not run; the second one ran.
+    assert calls["evalsha"] == 2
+    assert calls["script|load"] == 1
+
+
+def test_timeout_is_not_repeated(redis_server):
+    client = connect(redis_server, timeout_ms=50)
+    breaker = CircuitBreaker("ratelimit", failure_threshold=1, reset_seconds=0.1)
+    store = RedisBucketStore(
+        client, prefix="timeout", breaker=breaker, deny_cache_size=0
+    )
+    limit = Limit("ten", "10/minute")
+    assert store.apply([limit], ["ten|a"], 1, "a").allowed
+    other = redis.Redis(port=redis_server.port)
+    other.config_resetstat()
+    # The server pauses every client's commands for 500 ms, then runs them.
+    other.client_pause(500)
+    with pytest.raises(StoreError, match="Timeout"):
+        store.apply([limit], ["ten|a"], 1, "a")
+    assert breaker.state == OPEN
+    time.sleep(0.6)
+    # The EVALSHA that timed out ran once at most, and was not sent again.
+    assert command_calls(other).get("evalsha", 0) <= 1
+    ran = command_calls(other).get("evalsha", 0)
+    time.sleep(0.1)
+    # The connection whose reply never came was dropped: a new one works.
+    outcome = store.apply([limit], ["ten|a"], 1, "a")
+    assert outcome.allowed
+    assert outcome.results[0].remaining == 8 - ran
+    other.close()
+    client.close()
+
+
+def test_killed_server_fails_then_recovers(redis_server):
+    client = connect(redis_server, timeout_ms=200)
+    breaker = CircuitBreaker("ratelimit", failure_threshold=1, reset_seconds=0.1)
+    store = RedisBucketStore(client, prefix="killed", breaker=breaker)
+    limit = Limit("many", "1000/second")
+    assert store.apply([limit], ["many|a"], 1, "a").allowed
+    redis_server.stop()
+    with pytest.raises(StoreError, match="rate-limit call failed"):
+        store.apply([limit], ["many|a"], 1, "a")
+    assert breaker.state == OPEN
+    redis_server.start()
+    time.sleep(0.15)
+    # The new server has no script loaded: NOSCRIPT, load, call again.
+    assert store.apply([limit], ["many|a"], 1, "a").allowed
+    assert breaker.state == CLOSED
+    client.close()
+
+
 def run_outage(server, failure_mode, outage):
     """Send requests before, during and after an outage; return what happened."""
     client = connect(server, timeout_ms=50)
@@ -198,16 +301,22 @@ def run_outage(server, failure_mode, outage):
                 statuses.append(status)
         return durations, statuses
 
-    burst(8)
-    outage("start")
-    durations, statuses = burst(40)
-    breaker_state = breaker.state
-    outage("end")
-    deadline = time.monotonic() + 10
-    while breaker.state != CLOSED and time.monotonic() < deadline:
-        burst(4)
-        time.sleep(0.05)
-    return durations, statuses, breaker_state, breaker.state
+    try:
+        burst(8)
+        outage("start")
+        durations, statuses = burst(40)
+        breaker_state = breaker.state
+        outage("end")
+        deadline = time.monotonic() + 10
+        while breaker.state != CLOSED and time.monotonic() < deadline:
+            burst(4)
+            time.sleep(0.05)
+        return durations, statuses, breaker_state, breaker.state
+    finally:
+        # Close the pooled sockets now: left to the garbage collector, a
+        # socket may be finalized before its connection closes it, which
+        # raises a ResourceWarning.
+        client.close()
 
 
 @pytest.mark.slow
@@ -294,7 +403,7 @@ def sentinel(redis_server, tmp_path):
         stop_process(process)
 
 
-def test_sentinel_mode_finds_master(sentinel):
+def test_sentinel_mode_finds_master(sentinel, monkeypatch):
     client = redis_connections.connect(
         RedisSettings(
             mode="sentinel", sentinels=[f"127.0.0.1:{sentinel}"], timeout_ms=1000
@@ -302,8 +411,12 @@ def test_sentinel_mode_finds_master(sentinel):
     )
     store = RedisBucketStore(client, prefix="sentinel", deny_cache_size=0)
     limit = Limit("two", "2/minute")
-    decisions = [store.apply([limit], ["two|a"], 1, "a").allowed for _ in range(3)]
-    assert decisions == [True, True, False]
+    assert store.apply([limit], ["two|a"], 1, "a").allowed  # loads the script
+    # The master's client sends packed commands, like a plain client.
+    sent = client_commands(monkeypatch, client)
+    decisions = [store.apply([limit], ["two|a"], 1, "a").allowed for _ in range(2)]
+    assert decisions == [True, False]
+    assert sent == []
 
 
 _times = st.integers(min_value=1, max_value=4_000_000_000 * SECOND)

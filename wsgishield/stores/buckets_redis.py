@@ -6,12 +6,26 @@ server so that app servers with skewed clocks agree. The keys of one request
 share a hash tag, so Redis Cluster runs the script on one node without a
 CROSSSLOT error. Every key expires when its bucket is full again.
 
-The script is loaded once and called by its SHA1; a ``NOSCRIPT`` reply
-(after a restart, a failover or ``SCRIPT FLUSH``) loads it again and repeats
-the call, which is safe because the script did not run. A timeout is never
-repeated, because the script may have run. A ``READONLY`` reply (a replica
-promoted away under us) drops the pooled connections so that the next call
-reconnects to the new master.
+The store calls the script by its SHA1. A ``NOSCRIPT`` reply (on first
+use, or after a restart, a failover or ``SCRIPT FLUSH``) loads it and
+repeats the call, which is safe because the script did not run. A timeout
+is never repeated, because the script may have run. A ``READONLY`` reply (a
+replica promoted away under us) drops the pooled connections so that the
+next call reconnects to the new master.
+
+With a plain ``redis.Redis`` client (one node, or Sentinel's
+``master_for``), the store bypasses redis-py's ``execute_command`` and its
+retry wrapper, observability hooks and per-argument packing, which made up
+most of the store's cost over a ``PING`` (docs/benchmarks/ratelimit.md).
+It packs the ``EVALSHA`` command in RESP, with the parts that a list of
+policies fixes packed once, sends it on a connection from the client's
+pool and reads the reply, so redis-py's command metrics do not count these
+calls. The pool still provides fork safety and reconnects. A connection
+that timed out or broke is disconnected, because its unread reply would be
+read as the reply to the next command. A connection that got an error
+reply is still in step and goes back to the pool. ``RedisCluster``, which
+routes by slot, and the other clients that :func:`_lean_pool` names go
+through ``client.evalsha``.
 
 A request that Redis denied is remembered locally until its retry time: the
 same request (same keys, same or higher cost) is denied again without a
@@ -24,7 +38,10 @@ fail at once and the middleware applies each policy's failure mode.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import hashlib
+import inspect
 import threading
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -39,6 +56,14 @@ from .redis import hash_tagged
 __all__ = ["GCRA_SCRIPT", "RedisBucketStore"]
 
 GCRA_SCRIPT = resources.files("wsgishield").joinpath("lua/gcra.lua").read_text("utf-8")
+# Redis names a script by the SHA1 of its text.
+GCRA_SHA = hashlib.sha1(GCRA_SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def _bulk(value: bytes) -> bytes:
+    """Return ``value`` as a RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
 
 # Denied requests remembered per process; the oldest entry is dropped first.
 DEFAULT_DENY_CACHE_SIZE = 10_000
@@ -47,6 +72,11 @@ DEFAULT_DENY_CACHE_SIZE = 10_000
 _MAX_POLICY_ARGUMENTS = 1024
 # ARGV[1] asking the script to read the server's TIME.
 _SERVER_TIME = b"0"
+# Pieces of packed commands (RESP bulk strings), made once: the header of a
+# short bulk string by its length, ARGV[1] for the server's TIME, small costs.
+_BULK_HEADERS = tuple(b"$%d\r\n" % size for size in range(512))
+_PACKED_SERVER_TIME = b"$1\r\n0\r\n"
+_PACKED_COSTS = {cost: _bulk(b"%d" % cost) for cost in range(100)}
 # A NamedTuple class builds its instances in Python code. ``tuple.__new__``
 # builds them in C at about half the cost, which counts on every request.
 _new = tuple.__new__
@@ -76,12 +106,21 @@ class RedisBucketStore:
         # Tests replace the server's TIME with a fake clock; None uses TIME.
         self.server_time = server_time
         self.local_clock = local_clock
-        self._sha: str | None = None
         self._deny_cache: dict[tuple[Any, ...], tuple[int, int, Outcome]] = {}
         self._policy_arguments: dict[tuple[Limit, ...], tuple[bytes, ...]] = {}
+        # Per list of policies: the packed command up to the first key, and
+        # the packed policy arguments that follow the cost.
+        self._packed: dict[tuple[Limit, ...], tuple[bytes, bytes]] = {}
         self._lock = threading.Lock()
         self._no_script = redis.exceptions.NoScriptError
         self._read_only = redis.exceptions.ReadOnlyError
+        self._error_reply = redis.exceptions.ResponseError
+        self._pool = _lean_pool(client, redis)
+        if self._pool is not None:
+            self._get_connection = _connection_getter(self._pool)
+        # hash_tagged(prefix, tag, "rl", key), built in the packed path as
+        # _key_start + tag + "}:rl:" + key.
+        self._key_start = f"{prefix}:{{"
         # Cluster routing errors (slot not covered, ...) do not derive from
         # RedisError in redis-py.
         self._errors = (
@@ -107,16 +146,12 @@ class RedisBucketStore:
         if not self.breaker.allow():
             raise StoreError("Redis circuit breaker is open", kind="breaker-open")
 
-        # The keys, then ARGV: the time, the cost and three per policy.
-        head = hash_tagged(self.prefix, tag, "rl", "")
-        arguments: list[Any] = list(map(head.__add__, keys))
-        arguments.append(self.server_time() if self.server_time else _SERVER_TIME)
-        arguments.append(cost)
         policies = tuple(limits)
-        arguments += self._policy_arguments.get(policies) or self._encode(policies)
-
         try:
-            reply = self._call(len(keys), arguments)
+            if self._pool is not None and len(keys) == len(policies):
+                reply = self._call_packed(self._pack(tag, keys, cost, policies))
+            else:
+                reply = self._call(tag, keys, cost, policies)
         except self._read_only as exc:
             # After a failover this connection talks to a replica: reconnect.
             self._disconnect()
@@ -150,20 +185,91 @@ class RedisBucketStore:
             self._policy_arguments[limits] = arguments
         return arguments
 
-    def _call(self, key_count: int, keys_and_arguments: list[Any]) -> Any:
-        sha = self._sha or self._load()
+    def _call(
+        self, tag: str, keys: Sequence[str], cost: int, policies: tuple[Limit, ...]
+    ) -> Any:
+        """Call the script through ``client.evalsha``, which routes by slot."""
+        # The keys, then ARGV: the time, the cost and three per policy.
+        head = hash_tagged(self.prefix, tag, "rl", "")
+        arguments: list[Any] = list(map(head.__add__, keys))
+        arguments.append(self.server_time() if self.server_time else _SERVER_TIME)
+        arguments.append(cost)
+        arguments += self._policy_arguments.get(policies) or self._encode(policies)
         try:
-            return self.client.evalsha(sha, key_count, *keys_and_arguments)
+            return self.client.evalsha(GCRA_SHA, len(keys), *arguments)
         except self._no_script:
             # The script did not run, so calling it again is safe.
-            return self.client.evalsha(self._load(), key_count, *keys_and_arguments)
+            self._load()
+            return self.client.evalsha(GCRA_SHA, len(keys), *arguments)
 
-    def _load(self) -> str:
-        sha: str = self.client.script_load(GCRA_SCRIPT)
-        if isinstance(sha, bytes):
-            sha = sha.decode("ascii")
-        self._sha = sha
-        return sha
+    def _pack(
+        self, tag: str, keys: Sequence[str], cost: int, policies: tuple[Limit, ...]
+    ) -> bytes:
+        """Pack the ``EVALSHA`` command of one request in RESP."""
+        start, policy_arguments = self._packed.get(policies) or self._pack_policies(
+            policies
+        )
+        head = self._key_start + tag + "}:rl:"
+        parts = [start]
+        # Appending piece by piece and joining once beats formatting bytes.
+        for key in keys:
+            name = (head + key).encode()
+            size = len(name)
+            parts.append(_BULK_HEADERS[size] if size < 512 else b"$%d\r\n" % size)
+            parts.append(name)
+            parts.append(b"\r\n")
+        if self.server_time is None:
+            parts.append(_PACKED_SERVER_TIME)
+        else:
+            parts.append(_bulk(b"%d" % self.server_time()))
+        parts.append(_PACKED_COSTS.get(cost) or _bulk(b"%d" % cost))
+        parts.append(policy_arguments)
+        return b"".join(parts)
+
+    def _pack_policies(self, policies: tuple[Limit, ...]) -> tuple[bytes, bytes]:
+        """Pack what ``policies`` fix in a command, once per list."""
+        arguments = self._policy_arguments.get(policies) or self._encode(policies)
+        # EVALSHA, the SHA, the key count, the keys, the time, the cost and
+        # the policy arguments.
+        items = 3 + len(policies) + 2 + len(arguments)
+        start = b"*%d\r\n" % items + b"".join(
+            map(_bulk, (b"EVALSHA", GCRA_SHA.encode("ascii"), b"%d" % len(policies)))
+        )
+        packed = (start, b"".join(map(_bulk, arguments)))
+        if len(self._packed) < _MAX_POLICY_ARGUMENTS:
+            self._packed[policies] = packed
+        return packed
+
+    def _call_packed(self, command: bytes) -> Any:
+        """Send a packed ``EVALSHA``, and load the script if Redis lacks it."""
+        try:
+            return self._round_trip(command)
+        except self._no_script:
+            # The script did not run, so calling it again is safe.
+            self._load()
+            return self._round_trip(command)
+
+    def _round_trip(self, command: bytes) -> Any:
+        pool = self._pool
+        connection = self._get_connection()
+        try:
+            # An iterable of byte strings: each one is written as it is.
+            connection.send_packed_command((command,))
+            return connection.read_response()
+        except self._error_reply:
+            # Redis replied with an error: the connection is still in step.
+            raise
+        except BaseException:
+            # A timeout or a broken connection leaves a reply unread or half
+            # read, so this connection must not carry another command.
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+
+    def _load(self) -> None:
+        # Redis names the script by its SHA1, which is GCRA_SHA.
+        self.client.script_load(GCRA_SCRIPT)
 
     def _disconnect(self) -> None:
         pool = getattr(self.client, "connection_pool", None)
@@ -179,6 +285,10 @@ class RedisBucketStore:
             )
         # Per policy: remaining, retry_after, reset_after. A policy allowed
         # the request exactly when its retry_after is 0.
+        if count == 1:
+            admitted, remaining, retry_after, reset_after = reply
+            result = (not retry_after, 0, remaining, retry_after, reset_after)
+            return _new(Outcome, (admitted == 1, [_new(BucketResult, result)]))
         results = []
         for i in range(1, len(reply), 3):
             retry_after = reply[i + 1]
@@ -215,3 +325,44 @@ class RedisBucketStore:
                 with contextlib.suppress(KeyError, RuntimeError, StopIteration):
                     del cache[next(iter(cache))]
             cache[cache_key] = (self.local_clock(), retry_after, outcome)
+
+
+def _lean_pool(client: Any, redis: Any) -> Any:
+    """Return the connection pool to send packed commands on, or None.
+
+    Only a plain ``redis.Redis`` client qualifies: one node, or the master
+    that Sentinel names. ``RedisCluster`` routes each command by slot. A
+    single-connection client owns its connection, and a pool with a
+    client-side cache wraps its connections. A subclass that overrides
+    ``execute_command`` expects to see every command. Keys are packed as
+    UTF-8, redis-py's default encoding.
+    """
+    if not isinstance(client, redis.Redis):
+        return None
+    if type(client).execute_command is not redis.Redis.execute_command:
+        return None
+    if getattr(client, "connection", None) is not None:
+        return None
+    pool = client.connection_pool
+    if getattr(pool, "cache", None) is not None:
+        return None
+    options = pool.connection_kwargs
+    if codecs.lookup(options.get("encoding", "utf-8")).name != "utf-8":
+        return None
+    if options.get("encoding_errors", "strict") != "strict":
+        return None
+    return pool
+
+
+def _connection_getter(pool: Any) -> Callable[[], Any]:
+    """Build a function that takes a connection from ``pool``.
+
+    redis-py before 5.3 requires a command name, which later versions
+    deprecate.
+    """
+    parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
+    if parameter is not None and parameter.default is inspect.Parameter.empty:
+        get_connection = pool.get_connection
+        return lambda: get_connection("EVALSHA")
+    getter: Callable[[], Any] = pool.get_connection
+    return getter
