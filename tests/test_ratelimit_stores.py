@@ -112,10 +112,15 @@ def test_stores_decide_identically(kind, tmp_path, request):
 
 
 def hammer(kind, path_or_url, limit_args, seconds, results):
-    """Run 16 threads against one key for ``seconds``; report admissions."""
+    """Run 16 threads against one key for ``seconds``; report admissions.
+
+    On the shm store, even threads take the one-call path (``admit``) and
+    odd ones ``apply``, so both paths contend for the same bucket.
+    """
     limit = Limit(*limit_args)
     if kind == "shm":
         store = SharedMemoryBucketStore(slots=1024, path=path_or_url)
+        plan = store.prepare([limit], 1, fields=True)
     else:
         client = redis_connections.connect(
             RedisSettings(url=path_or_url, timeout_ms=2000)
@@ -126,9 +131,14 @@ def hammer(kind, path_or_url, limit_args, seconds, results):
     deadline = time.monotonic() + seconds
 
     def worker(index):
+        one_call = kind == "shm" and index % 2 == 0
         while time.monotonic() < deadline:
             try:
-                admitted[index] += store.apply([limit], ["one|key"], 1, "key").allowed
+                if one_call:
+                    admitted[index] += store.admit(plan, "key") is not None
+                else:
+                    outcome = store.apply([limit], ["one|key"], 1, "key")
+                    admitted[index] += outcome.allowed
             except Exception:
                 errors[index] += 1
 
