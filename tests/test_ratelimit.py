@@ -227,6 +227,20 @@ def test_cost_above_burst_is_never_admissible():
     assert response.get_json(force=True)["type"].endswith("cost-exceeds-burst")
 
 
+def test_cost_above_burst_after_skipped_policy():
+    # An anonymous request skips the identity policy, which is also smaller
+    # than the cost. The address policy must still reject it as too costly.
+    user = Limit("user", "2/minute", key=["identity"])
+    small = Limit("small", "3/minute")
+    layer = make_layer([user, small], route_limits={"r": (["user", "small"], 5)})
+    client = Client(layer)
+    for _ in range(2):
+        response = client.get("/")
+        assert response.status_code == 429
+        assert "Retry-After" not in response.headers
+        assert response.get_json(force=True)["type"].endswith("cost-exceeds-burst")
+
+
 def test_cost_consumes_tokens():
     layer = make_layer([Limit("five", "5/minute")], route_limits={"r": (["five"], 2)})
     client = Client(layer)

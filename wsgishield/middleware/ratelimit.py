@@ -126,15 +126,12 @@ class _Plan:
         self.ip_key_prefixes: tuple[str, ...] | None = None
         if all(limit.key == _IP_ONLY for limit in self.limits):
             self.ip_key_prefixes = tuple(limit.id + "|" for limit in self.limits)
-        # The first enforced policy whose full bucket is smaller than the
-        # cost: such a request can never be admitted.
-        self.too_costly = next(
-            (
-                limit
-                for limit in self.limits
-                if not limit.shadow and cost * limit.interval > limit.tolerance
-            ),
-            None,
+        # Enforced policies whose full bucket holds fewer tokens than the
+        # cost. A request that any of them applies to can never be admitted.
+        self.too_costly = tuple(
+            limit
+            for limit in self.limits
+            if not limit.shadow and cost * limit.interval > limit.tolerance
         )
 
 
@@ -325,7 +322,7 @@ class RateLimitMiddleware:
             or not plan.limits
             or plan.ip_key_prefixes is None
             or plan.has_shadow
-            or plan.too_costly is not None
+            or plan.too_costly
             or self.headers == "x-ratelimit"
         ):
             return None
@@ -434,17 +431,22 @@ class RateLimitMiddleware:
             if not limits:
                 return self.app(environ, start_response)
 
-        if plan.too_costly is not None and plan.too_costly in limits:
-            if self._decisions is not None:
-                self._decisions.inc((plan.too_costly.id, "limited"))
-            return self._reject(
-                environ,
-                start_response,
-                self.too_costly,
-                plan.too_costly,
-                "cost-exceeds-burst",
-                [],
+        if plan.too_costly:
+            # A policy whose key part the request lacks is not in limits.
+            too_costly = next(
+                (limit for limit in plan.too_costly if limit in limits), None
             )
+            if too_costly is not None:
+                if self._decisions is not None:
+                    self._decisions.inc((too_costly.id, "limited"))
+                return self._reject(
+                    environ,
+                    start_response,
+                    self.too_costly,
+                    too_costly,
+                    "cost-exceeds-burst",
+                    [],
+                )
 
         try:
             outcome = self.store.apply(limits, keys, plan.cost, tag)
