@@ -465,6 +465,23 @@ def test_hostile_requests_never_500():
         assert client.get("/", environ_base=environ).status_code == 200
 
 
+@pytest.mark.parametrize("mixed", [False, True], ids=["address-only", "mixed-keys"])
+def test_shm_store_rejects_over_32_policies(mixed):
+    policies = {f"p{n}": {"rate": "10/second"} for n in range(32)}
+    if mixed:
+        policies["p0"]["key"] = ["ip", "route"]
+    limits = {"store": "shm", "policies": policies, "global": ["p0"]}
+    routes = [{"id": "wide", "path": "/wide", "limits": list(policies)[1:]}]
+    # 1 global and 31 own policies fit in one kernel call.
+    Shield(hello_app, {"limits": limits, "routes": routes})
+
+    limits["default"] = list(policies)
+    with pytest.raises(ConfigurationError) as info:
+        Shield(hello_app, {"limits": limits, "routes": routes})
+    assert info.value.key == "limits.default"
+    assert "at most 32 policies" in str(info.value)
+
+
 ONE = {"one": {"rate": "1/second"}}
 
 

@@ -92,7 +92,9 @@ class BucketStore(Protocol):
     ``admit(prepared, client)``: a one-call path for routes whose policies
     are all keyed by the client address and none in shadow mode. ``admit``
     returns the response fields of an admitted request, or ``None`` to send
-    the request through ``apply``.
+    the request through ``apply``. A store that checks a bounded number of
+    policies per call names the bound in ``max_policies``; the layer then
+    rejects a configuration that would exceed it.
     """
 
     name: str
@@ -229,16 +231,19 @@ class RateLimitMiddleware:
                 "limits.headers", headers, "expected ietf, x-ratelimit or none"
             )
 
+        self.store: BucketStore = store if store is not None else MemoryBucketStore()
         self.global_limits = self._resolve("limits.global", global_limits)
         self.default_plan = _Plan(
             self.global_limits + self._resolve("limits.default", default), 1
         )
+        self._check_policy_count("limits.default", self.default_plan)
         self.plans: dict[str, _Plan] = {}
         for route_id, entry in (route_limits or {}).items():
             names, cost = (entry, 1) if not isinstance(entry, tuple) else entry
             where = f"routes[{route_id}].limits"
             own = self._resolve(where, names)
             self.plans[route_id] = _Plan(self.global_limits + own, cost)
+            self._check_policy_count(where, self.plans[route_id])
 
         self.keys = KeyBuilder(
             ipv4_prefix=ipv4_prefix,
@@ -246,7 +251,6 @@ class RateLimitMiddleware:
             api_key_header=api_key_header,
         )
         self.tag_part = _tag_part(self.limits.values())
-        self.store: BucketStore = store if store is not None else MemoryBucketStore()
         self.local_store: BucketStore = (
             local_store if local_store is not None else MemoryBucketStore()
         )
@@ -330,6 +334,17 @@ class RateLimitMiddleware:
             plan.limits, plan.cost, fields=self.headers == "ietf"
         )
         return prepared
+
+    def _check_policy_count(self, where: str, plan: _Plan) -> None:
+        """Reject a plan with more policies than the store checks in one call."""
+        max_policies: int | None = getattr(self.store, "max_policies", None)
+        if max_policies is not None and len(plan.limits) > max_policies:
+            raise ConfigurationError(
+                where,
+                [limit.id for limit in plan.limits],
+                f"the {self.store.name} store checks at most {max_policies} "
+                "policies per request, limits.global included",
+            )
 
     def _resolve(self, where: str, names: Sequence[str]) -> tuple[Limit, ...]:
         resolved = []

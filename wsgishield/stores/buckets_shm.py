@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .._fast._shm_common import HEADER_BYTES, SLOT_BYTES
+from .._fast._shm_common import HEADER_BYTES, MAX_POLICIES, SLOT_BYTES
 from .._fast.shm import Admission, SharedTable, monotonic_microseconds
 from ..errors import ConfigurationError, StoreError
 from ..ratelimit import BucketResult, Limit, Outcome, unspent
@@ -71,6 +71,8 @@ class SharedMemoryBucketStore:
     """Buckets shared by every process that maps the same table file."""
 
     name = "shm"
+    #: Policies one request may carry: the kernel checks them in one call.
+    max_policies = MAX_POLICIES
 
     def __init__(
         self,
