@@ -265,6 +265,104 @@ def test_gunicorn_four_workers_enforce_once():
     steps=st.lists(
         st.tuples(
             st.integers(min_value=0, max_value=2 * SECOND),
+            st.integers(min_value=1, max_value=4),
+            st.integers(min_value=0, max_value=40),
+        ),
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_shm_twins_agree(tmp_path_factory, steps):
+    if _fast.NO_EXTENSIONS:
+        return
+    directory = tmp_path_factory.mktemp("twins")
+    clocks = [FakeClock(), FakeClock()]
+    stores = [
+        SharedMemoryBucketStore(
+            slots=1024,
+            path=str(directory / mode),
+            clock=clock,
+            table_class=load_twin("shm", mode).SharedTable,
+        )
+        for mode, clock in zip(["compiled", "python"], clocks, strict=True)
+    ]
+    limits = [Limit("fast", "4/second"), Limit("slow", "30/minute", shadow=True)]
+    for step, cost, client in steps:
+        keys = [f"fast|c{client}", f"slow|c{client % 7}"]
+        outcomes = []
+        for store, clock in zip(stores, clocks, strict=True):
+            clock.now += step
+            outcomes.append(store.apply(limits, keys, cost))
+        assert outcomes[0] == outcomes[1]
+
+
+def test_unusable_shm_table_applies_failure_mode(tmp_path, caplog):
+    # A directory where the table file should be: mapping it fails.
+    (tmp_path / "table").mkdir()
+    store = SharedMemoryBucketStore(slots=1024, path=str(tmp_path / "table"))
+    with (
+        caplog.at_level(logging.ERROR, logger="wsgishield.ratelimit"),
+        pytest.raises(StoreError),
+    ):
+        store.apply([Limit("one", "1/minute")], ["one|a"], 1)
+    assert "shared-memory bucket table failed" in caplog.text
+
+
+@pytest.mark.gunicorn
+def test_stale_table_of_reused_pid_not_inherited(tmp_path):
+    """A table left by a killed arbiter must not carry buckets into a new one
+    that happens to get the same pid: on_starting removes it."""
+    from wsgishield import gunicorn as gunicorn_settings
+
+    stale = Path(table_path(os.getpid(), 1 << 18))
+    stale.write_bytes(b"stale")
+    try:
+        gunicorn_settings.on_starting(object())
+        assert not stale.exists()
+    finally:
+        stale.unlink(missing_ok=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.characters(blacklist_categories=()), max_size=80))
+def test_shm_key_hash_twins_agree(text):
+    # The compiled kernel hashes ASCII keys in place and encodes the others,
+    # lone surrogates included; both must give the twin's value.
+    if _fast.NO_EXTENSIONS:
+        return
+    compiled = load_twin("shm", "compiled").key_hash
+    python = load_twin("shm", "python").key_hash
+    assert compiled(text) == python(text)
+
+
+@pytest.mark.parametrize("mode", ["compiled", "python"])
+def test_shm_table_builds_the_result_type(tmp_path, mode):
+    store = shm_store(tmp_path, mode)
+    outcome = store.apply([Limit("one", "2/minute")], ["one|a"], 1)
+    (result,) = outcome.results
+    assert type(result) is BucketResult
+    assert result == (True, START + 30 * SECOND, 1, 0, 30 * SECOND)
+    with pytest.raises(TypeError):
+        load_twin("shm", mode).SharedTable(None, -1, 1024, result=list)
+
+
+@pytest.mark.parametrize("mode", ["compiled", "python"])
+def test_shm_clock_is_clock_monotonic_in_microseconds(mode):
+    if mode == "compiled" and _fast.NO_EXTENSIONS:
+        pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")
+    clock = load_twin("shm", mode).monotonic_microseconds
+    before = time.monotonic_ns() // 1000
+    now = clock()
+    after = time.monotonic_ns() // 1000
+    assert type(now) is int
+    assert before <= now <= after
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=2 * SECOND),
             st.integers(min_value=0, max_value=30),
         ),
         min_size=1,
