@@ -8,6 +8,8 @@ import multiprocessing
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -421,6 +423,56 @@ def test_shm_admission_options(tmp_path, mode):
         kernel.Admission([Limit("try", "1/minute", shadow=True)], 1)
     with pytest.raises(ValueError, match="policies"):
         kernel.Admission([], 1)
+
+
+def test_shm_kernel_survives_failed_admission_init(tmp_path):
+    """A plan whose __init__ failed, or never ran, must not reach the C arrays."""
+    if _fast.NO_EXTENSIONS:
+        pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")
+    # A child process, so that a crash fails this test instead of the run.
+    code = f"""
+from wsgishield._fast import _shm_c
+from wsgishield.ratelimit import Limit
+from wsgishield.stores.buckets_shm import SharedMemoryBucketStore
+
+store = SharedMemoryBucketStore(
+    slots=1024, path={str(tmp_path / "table")!r}, table_class=_shm_c.SharedTable
+)
+plan = _shm_c.Admission([Limit("one", "1/minute")], 1)
+many = [Limit(f"p{{n}}", "1/minute") for n in range(200)]
+shadow = [Limit("a", "1/minute"), Limit("b", "1/minute", shadow=True)]
+for limits in (many, shadow):
+    try:
+        plan.__init__(limits, 1)
+    except ValueError:
+        pass
+    try:
+        store.admit(plan, "192.0.2.1")
+    except ValueError as exc:
+        print(exc)
+try:
+    store.admit(_shm_c.Admission.__new__(_shm_c.Admission), "192.0.2.1")
+except ValueError as exc:
+    print(exc)
+try:
+    _shm_c.SharedTable.__new__(_shm_c.SharedTable).apply([], [], 1, 0)
+except ValueError as exc:
+    print(exc)
+"""
+    child = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    lines = child.stdout.splitlines()
+    assert len(lines) == 4
+    for line in lines[:3]:
+        assert line.startswith("the admission contains no policies")
+    assert lines[3].startswith("the shared table is not initialized")
 
 
 def test_shm_admit_on_unusable_table_defers_to_apply(tmp_path):

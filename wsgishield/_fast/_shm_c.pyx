@@ -75,6 +75,9 @@ cdef Py_ssize_t _MUTEX = MUTEX_OFFSET
 cdef int _WINDOW = PROBE_WINDOW
 cdef int _MAX = MAX_POLICIES
 cdef int64_t _MICROSECONDS = MICROSECONDS
+_NOT_INITIALIZED = (
+    "the shared table is not initialized (build it with SharedTable(mapping, fd, slots))"
+)
 cdef enum:
     # Longest "id";r= prefix of a state item: policy ids have at most 64 bytes.
     MAX_PREFIX = 72
@@ -201,14 +204,16 @@ cdef class Admission:
 
     def __init__(self, limits, int64_t cost, *, bint fields=True):
         cdef int i
-        self.limits = tuple(limits)
-        self.count = len(self.limits)
-        if not 0 < self.count <= _MAX:
+        # admit() reads count entries of the arrays and of prefixes. Until
+        # this call has filled them all, count is 0 and admit() raises, also
+        # when __init__ runs again on a plan in use and fails.
+        self.count = 0
+        limits = tuple(limits)
+        if not 0 < len(limits) <= _MAX:
             raise ValueError(f"expected 1 to {_MAX} policies")
-        self.cost = cost
         prefixes = []
-        for i in range(self.count):
-            limit = self.limits[i]
+        for i in range(len(limits)):
+            limit = limits[i]
             if limit.shadow:
                 raise ValueError(f"policy {limit.id!r} is in shadow mode")
             head = (limit.id + "|").encode("ascii")
@@ -224,8 +229,11 @@ cdef class Admission:
         self.prefixes = b"".join(bytes((len(prefix),)) + prefix for prefix in prefixes)
         self.policy_field = None
         if fields:
-            items = ", ".join(limit.policy_item for limit in self.limits)
+            items = ", ".join(limit.policy_item for limit in limits)
             self.policy_field = ("RateLimit-Policy", items)
+        self.limits = limits
+        self.cost = cost
+        self.count = len(limits)
 
 
 cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
@@ -356,6 +364,8 @@ cdef class SharedTable:
 
         if count > _MAX:
             raise ValueError(f"at most {_MAX} policies per request")
+        if self.table == NULL:
+            raise ValueError(_NOT_INITIALIZED)
         for i in range(count):
             limit = limits[i]
             requests[i].hash = _hash_text(keys[i])
@@ -397,6 +407,12 @@ cdef class SharedTable:
         cdef int64_t at
         cdef timespec clock
 
+        if count == 0:
+            raise ValueError(
+                "the admission contains no policies (build it with Admission(limits, cost))"
+            )
+        if self.table == NULL:
+            raise ValueError(_NOT_INITIALIZED)
         for i in range(count):
             requests[i].hash = _continue_text(plan.prefix_hash[i], client)
             requests[i].overflow = plan.overflow[i]
