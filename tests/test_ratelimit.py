@@ -522,3 +522,13 @@ def test_configuration_errors_name_key(limits, routes, key):
     with pytest.raises(ConfigurationError) as info:
         Shield(hello_app, {"limits": limits, "routes": routes})
     assert info.value.key == key
+
+
+@pytest.mark.parametrize("cost", [0, -1, 1_000_001])
+def test_route_cost_out_of_range_rejected(cost):
+    with pytest.raises(ConfigurationError, match="cost"):
+        RateLimitMiddleware(
+            hello_app,
+            limits=[Limit("one", "1/minute")],
+            route_limits={"r": (["one"], cost)},
+        )

@@ -241,6 +241,12 @@ class RateLimitMiddleware:
         for route_id, entry in (route_limits or {}).items():
             names, cost = (entry, 1) if not isinstance(entry, tuple) else entry
             where = f"routes[{route_id}].limits"
+            # A cost of 0 would never spend a token and a negative one would
+            # refill the buckets; the policy file already bounds it the same.
+            if not 1 <= cost <= 1_000_000:
+                raise ConfigurationError(
+                    f"{where}.cost", cost, "expected 1 to 1000000 tokens"
+                )
             own = self._resolve(where, names)
             self.plans[route_id] = _Plan(self.global_limits + own, cost)
             self._check_policy_count(where, self.plans[route_id])

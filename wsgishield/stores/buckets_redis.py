@@ -28,7 +28,7 @@ routes by slot, and the other clients that :func:`_lean_pool` names go
 through ``client.evalsha``.
 
 A request that Redis denied is remembered locally until its retry time: the
-same request (same keys, same or higher cost) is denied again without a
+same request (same keys, same cost) is denied again without a
 Redis call, since no other request can make those buckets fuller sooner.
 
 Failures raise :class:`~wsgishield.errors.StoreError` and feed a
