@@ -24,6 +24,7 @@ KERNELS = (
     "gcra",
     "headerscan",
     "jsonscan",
+    "requestgate",
     "shm",
     "tally",
 )
