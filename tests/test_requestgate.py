@@ -314,6 +314,22 @@ def test_admit_accepts_dict_subclass(kernel: ModuleType) -> None:
     assert environ[context.BODY] == DECODE(ORDER)
 
 
+def test_admit_with_keys_not_str(kernel: ModuleType) -> None:
+    class Key(str):
+        pass
+
+    gate = make_gate(kernel, max_url_bytes=5000)
+    environ = post(b"[1]")
+    del environ["CONTENT_LENGTH"]
+    environ[Key("CONTENT_LENGTH")] = "3"
+    environ[Key("CONTENT_TYPE")] = "application/json"
+    environ[7] = "not a header"
+    assert any(type(key) is Key for key in environ)
+
+    assert kernel.admit(environ, gate) == (BUFFERED, None)
+    assert environ["wsgi.input"].read() == b"[1]"
+
+
 def test_check_body_outcomes(kernel: ModuleType) -> None:
     gate = make_gate(kernel, decode=DECODE, json_max_depth=64, json_max_tokens=1000)
 

@@ -28,17 +28,6 @@ cdef extern from "Python.h":
     int PyObject_IsTrue(PyObject* obj) except -1
 
 
-cdef inline bint _is_http_key(PyObject* key) noexcept:
-    return (
-        PyUnicode_GET_LENGTH(key) >= 5
-        and PyUnicode_READ_CHAR(key, 0) == u"H"
-        and PyUnicode_READ_CHAR(key, 1) == u"T"
-        and PyUnicode_READ_CHAR(key, 2) == u"T"
-        and PyUnicode_READ_CHAR(key, 3) == u"P"
-        and PyUnicode_READ_CHAR(key, 4) == u"_"
-    )
-
-
 cdef inline bint _is_content_key(PyObject* key) noexcept:
     """Tell whether the key is CONTENT_TYPE or CONTENT_LENGTH."""
     cdef Py_ssize_t length = PyUnicode_GET_LENGTH(key)
@@ -52,32 +41,6 @@ cdef inline bint _is_content_key(PyObject* key) noexcept:
     )
 
 
-cdef int count_header_fields(dict environ, Py_ssize_t* count,
-                             Py_ssize_t* size) except -1:
-    """Store the number of header fields in ``environ`` and their size on the wire."""
-    cdef Py_ssize_t position = 0
-    cdef PyObject* key
-    cdef PyObject* value
-    cdef Py_ssize_t fields = 0
-    cdef Py_ssize_t total = 0
-
-    while PyDict_Next(environ, &position, &key, &value):
-        if not PyUnicode_CheckExact(key):
-            continue
-        if _is_http_key(key):
-            total += PyUnicode_GET_LENGTH(key) - 5
-        elif _is_content_key(key) and PyObject_IsTrue(value):
-            total += PyUnicode_GET_LENGTH(key)
-        else:
-            continue
-        fields += 1
-        if PyUnicode_CheckExact(value):
-            total += PyUnicode_GET_LENGTH(value)
-    count[0] = fields
-    size[0] = total + fields * _OVERHEAD
-    return 0
-
-
 def header_totals(object environ):
     """Return the number of request header fields in a WSGI environ and their size.
 
@@ -86,10 +49,25 @@ def header_totals(object environ):
     value, so the count is of distinct names while the size still counts
     every byte. A value that is not a ``str`` counts as empty.
     """
+    cdef Py_ssize_t position = 0
+    cdef PyObject* key
+    cdef PyObject* value
     cdef Py_ssize_t count = 0
     cdef Py_ssize_t size = 0
 
     if type(environ) is not dict:
         return _header_totals_py(environ)
-    count_header_fields(environ, &count, &size)
-    return count, size
+
+    while PyDict_Next(environ, &position, &key, &value):
+        if not PyUnicode_CheckExact(key):
+            continue
+        if is_http_key(key):
+            size += PyUnicode_GET_LENGTH(key) - 5
+        elif _is_content_key(key) and PyObject_IsTrue(value):
+            size += PyUnicode_GET_LENGTH(key)
+        else:
+            continue
+        count += 1
+        if PyUnicode_CheckExact(value):
+            size += PyUnicode_GET_LENGTH(value)
+    return count, size + count * _OVERHEAD

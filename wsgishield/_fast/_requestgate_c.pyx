@@ -14,11 +14,15 @@ import io
 import msgspec
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_Next
+from cpython.object cimport PyObject
+from libc.string cimport memcmp, memset
 
-from ._headerscan_c cimport count_header_fields
+from ._headerscan_c cimport is_http_key
 from ._jsonscan_c cimport scan_buffer
 
 from ..context import BODY
+from ._headerscan_common import HEADER_LINE_OVERHEAD
 from ._jsonscan_c import scan_json as _scan_json
 from ._jsonscan_common import OK, TOO_DEEP
 from ._requestgate_common import (
@@ -59,7 +63,15 @@ cdef extern from "Python.h":
     bint PyUnicode_CheckExact(object text)
     Py_ssize_t PyUnicode_GET_LENGTH(object text)
     Py_UCS4 PyUnicode_READ_CHAR(object text, Py_ssize_t index)
+    # The same macros on borrowed pointers, for the walk over the environ.
+    bint _is_str "PyUnicode_CheckExact"(PyObject* text)
+    bint _is_ascii "PyUnicode_IS_COMPACT_ASCII"(PyObject* text)
+    Py_ssize_t _length "PyUnicode_GET_LENGTH"(PyObject* text)
+    Py_UCS4 _char "PyUnicode_READ_CHAR"(PyObject* text, Py_ssize_t index)
+    void* _data "PyUnicode_DATA"(PyObject* text)
+    int PyObject_IsTrue(PyObject* obj) except -1
 
+cdef Py_ssize_t _OVERHEAD = HEADER_LINE_OVERHEAD
 cdef int _OK = OK
 cdef int _TOO_DEEP = TOO_DEEP
 cdef Py_ssize_t _MAX_LENGTH_DIGITS = MAX_LENGTH_DIGITS
@@ -164,14 +176,120 @@ cdef class RequestGate:
         return <tuple>verdict
 
 
-cdef Py_ssize_t _target_length(dict environ) except -1:
+# Borrowed pointers to the environ values that admit() reads (NULL for a
+# missing key), and the totals of the HTTP_* header fields.
+cdef struct _Fields:
+    PyObject* method
+    PyObject* raw_uri
+    PyObject* request_uri
+    PyObject* script_name
+    PyObject* path_info
+    PyObject* query_string
+    PyObject* content_length
+    PyObject* content_type
+    PyObject* transfer_encoding
+    PyObject* content_encoding
+    PyObject* input_terminated
+    Py_ssize_t http_count
+    Py_ssize_t http_size
+
+
+cdef inline bint _key_is(PyObject* key, const char* name, Py_ssize_t length) noexcept:
+    return (
+        _length(key) == length
+        and _is_ascii(key)
+        and memcmp(_data(key), name, length) == 0
+    )
+
+
+cdef bint _gather(dict environ, _Fields* fields) noexcept:
+    """Walk the environ once, in place of a dozen lookups, and fill ``fields``.
+
+    Returns False when a key is not exactly a ``str``: only a hand-built
+    environ has one, and admit() then takes the twin's path, whose lookups
+    also find keys of ``str`` subclasses.
+    """
+    cdef Py_ssize_t position = 0
+    cdef PyObject* key
+    cdef PyObject* value
+    cdef Py_ssize_t length
+    cdef Py_UCS4 first
+
+    memset(fields, 0, sizeof(_Fields))
+    while PyDict_Next(environ, &position, &key, &value):
+        if not _is_str(key):
+            return False
+        length = _length(key)
+        if length == 0:
+            continue
+        first = _char(key, 0)
+        if first == u"H":
+            if not is_http_key(key):
+                continue
+            # The header scan kernel's accounting of an HTTP_* field.
+            fields.http_count += 1
+            fields.http_size += length - 5
+            if _is_str(value):
+                fields.http_size += _length(value)
+            if _key_is(key, b"HTTP_TRANSFER_ENCODING", 22):
+                fields.transfer_encoding = value
+            elif _key_is(key, b"HTTP_CONTENT_ENCODING", 21):
+                fields.content_encoding = value
+        elif first == u"C":
+            if _key_is(key, b"CONTENT_LENGTH", 14):
+                fields.content_length = value
+            elif _key_is(key, b"CONTENT_TYPE", 12):
+                fields.content_type = value
+        elif first == u"R":
+            if _key_is(key, b"REQUEST_METHOD", 14):
+                fields.method = value
+            elif _key_is(key, b"RAW_URI", 7):
+                fields.raw_uri = value
+            elif _key_is(key, b"REQUEST_URI", 11):
+                fields.request_uri = value
+        elif first == u"S":
+            if _key_is(key, b"SCRIPT_NAME", 11):
+                fields.script_name = value
+        elif first == u"P":
+            if _key_is(key, b"PATH_INFO", 9):
+                fields.path_info = value
+        elif first == u"Q":
+            if _key_is(key, b"QUERY_STRING", 12):
+                fields.query_string = value
+        elif first == u"w":
+            if _key_is(key, b"wsgi.input_terminated", 21):
+                fields.input_terminated = value
+    return True
+
+
+cdef inline object _get(PyObject* value, object default):
+    """Return a gathered value as ``environ.get(key, default)`` would."""
+    return default if value == NULL else <object>value
+
+
+cdef int _add_content_field(
+    PyObject* value, Py_ssize_t name_length, Py_ssize_t* count, Py_ssize_t* size
+) except -1:
+    """Count CONTENT_TYPE or CONTENT_LENGTH as the header scan kernel does."""
+    if value == NULL or not PyObject_IsTrue(value):
+        return 0
+    count[0] += 1
+    size[0] += name_length
+    if _is_str(value):
+        size[0] += _length(value)
+    return 0
+
+
+cdef Py_ssize_t _target_length(
+    object raw_uri, object request_uri, object script_name, object path_info,
+    object query,
+) except -1:
     """Return the length of the request target, as ``request_target_length``."""
     cdef Py_ssize_t length
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    raw = raw_uri or request_uri
     if raw is not None:
         return len(raw)
-    query = environ.get("QUERY_STRING", "")
-    length = len(environ.get("SCRIPT_NAME", "")) + len(environ.get("PATH_INFO", ""))
+    length = len(script_name) + len(path_info)
     return length + len(query) + 1 if query else length
 
 
@@ -210,8 +328,10 @@ cdef bint _is_canonical_length(object text) noexcept:
 
 
 cdef tuple _admit(dict environ, RequestGate gate):
-    cdef Py_ssize_t count = 0
-    cdef Py_ssize_t size = 0
+    cdef _Fields fields
+    cdef Py_ssize_t target_length
+    cdef Py_ssize_t count
+    cdef Py_ssize_t size
     cdef Py_ssize_t length
     cdef bint chunked = False
     cdef bint validate
@@ -220,17 +340,36 @@ cdef tuple _admit(dict environ, RequestGate gate):
     cdef tuple verdict
     cdef object coding = None
 
-    method = environ.get("REQUEST_METHOD", "")
+    if not _gather(environ, &fields):
+        return _admit_py(environ, gate)
+    # Strong references from here on: the checks below may run Python code
+    # (a value's __bool__, the server's stream), which could otherwise free
+    # a value still in use.
+    method = _get(fields.method, "")
+    raw_uri = _get(fields.raw_uri, None)
+    request_uri = _get(fields.request_uri, None)
+    script_name = _get(fields.script_name, "")
+    path_info = _get(fields.path_info, "")
+    query = _get(fields.query_string, "")
+    length_text = _get(fields.content_length, "")
+    transfer_coding = _get(fields.transfer_encoding, None)
+    content_type = _get(fields.content_type, "")
+    content_encoding = _get(fields.content_encoding, "")
+    input_terminated = _get(fields.input_terminated, None)
+
     if method not in gate.methods:
         return _METHOD_NOT_ALLOWED
-    if _target_length(environ) > gate.max_url_bytes:
+    target_length = _target_length(raw_uri, request_uri, script_name, path_info, query)
+    if target_length > gate.max_url_bytes:
         return _URI_TOO_LONG
-    count_header_fields(environ, &count, &size)
+    count = fields.http_count
+    size = fields.http_size
+    _add_content_field(fields.content_type, 12, &count, &size)
+    _add_content_field(fields.content_length, 14, &count, &size)
+    size += count * _OVERHEAD
     if count > gate.max_headers or size > gate.max_header_bytes:
         return _HEADERS_TOO_LARGE
 
-    length_text = environ.get("CONTENT_LENGTH", "")
-    transfer_coding = environ.get("HTTP_TRANSFER_ENCODING")
     if transfer_coding is not None:
         # RFC 9112, section 6.1: a request with both may be an attempt at
         # request smuggling, and chunked must be the final coding.
@@ -238,7 +377,7 @@ cdef tuple _admit(dict environ, RequestGate gate):
             return _CONFLICTING_FRAMING
         if transfer_coding.strip().lower() != "chunked":
             return _TRANSFER_CODING_NOT_CHUNKED
-        if not environ.get("wsgi.input_terminated"):
+        if not input_terminated:
             return _LENGTH_REQUIRED
         chunked = True
         length = -1
@@ -255,12 +394,11 @@ cdef tuple _admit(dict environ, RequestGate gate):
     if length == 0 and not validate:
         return _NO_BODY
 
-    verdict = gate._body_type(environ.get("CONTENT_TYPE", ""))
+    verdict = gate._body_type(content_type)
     json_body = verdict[0]
     accepted = verdict[1]
     if (length != 0 and not accepted) or (validate and not json_body):
         return _UNSUPPORTED_MEDIA_TYPE
-    content_encoding = environ.get("HTTP_CONTENT_ENCODING", "")
     if content_encoding and content_encoding.strip().lower() != "identity":
         coding = content_coding(content_encoding) if gate.decompress else None
         if coding is None:
