@@ -27,6 +27,7 @@ from .middleware import (
     RouteMiddleware,
     SecurityHeadersMiddleware,
 )
+from .middleware._chain import direct_call
 from .policy import Policy, PolicySource, load_policy
 from .routes import Route, RouteTable
 
@@ -89,7 +90,7 @@ class Shield:
             if wrapped is not None:
                 stack = wrapped
                 self.layers.insert(0, wrapped)
-        self._stack = stack
+        self._stack = direct_call(stack)
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse

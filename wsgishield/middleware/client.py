@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import context, metrics
 from ..client import REASONS, ClientAddressResolver, Source
+from ._chain import WrappingLayer
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["ClientAddressMiddleware"]
 
 
-class ClientAddressMiddleware:
+class ClientAddressMiddleware(WrappingLayer):
     """Resolve the client address and scheme, then call the wrapped app."""
 
     def __init__(
@@ -98,4 +99,4 @@ class ClientAddressMiddleware:
         if trace is not None:
             trace.append(("client", client.ip, client))
 
-        return self.app(environ, start_response)
+        return self._call_app(environ, start_response)

@@ -30,6 +30,7 @@ from .. import context
 from ..policy import HeadersPolicy
 from ..problem import PROBLEM_TYPE_BASE, Problem
 from ..security_headers import HeaderProfile, hsts_value
+from ._chain import WrappingLayer
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -58,7 +59,7 @@ class _RouteHeaders:
         self.no_store_authenticated = no_store_authenticated
 
 
-class SecurityHeadersMiddleware:
+class SecurityHeadersMiddleware(WrappingLayer):
     """Add a security header profile to every response of the wrapped app."""
 
     def __init__(
@@ -163,9 +164,9 @@ class SecurityHeadersMiddleware:
             )
 
         if not self.catch_errors:
-            return self.app(environ, add_headers)
+            return self._call_app(environ, add_headers)
         try:
-            return self.app(environ, add_headers)
+            return self._call_app(environ, add_headers)
         except Exception:
             logger.error(
                 "unhandled exception in the app for %s %s",

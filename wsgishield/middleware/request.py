@@ -37,6 +37,7 @@ from ..policy import RequestPolicy, RouteRequest
 from ..problem import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, Problem
 from ..request_limits import LimitedInput, RequestBodyError, inflate, read_body
 from ..schemas import BodySchema, SchemaError, registered_schemas, resolve_schema
+from ._chain import WrappingLayer
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -213,7 +214,7 @@ class _HeldResponse:
         self._write = self._start_response(*self._pending)
 
 
-class RequestLimitsMiddleware:
+class RequestLimitsMiddleware(WrappingLayer):
     """Enforce request limits per route, then call the wrapped app."""
 
     def __init__(
@@ -308,7 +309,7 @@ class RequestLimitsMiddleware:
 
         if outcome == STREAMED:
             return self._stream(environ, start_response, limits, detail)
-        return self.app(environ, start_response)
+        return self._call_app(environ, start_response)
 
     def _read_body(
         self,
@@ -418,7 +419,7 @@ class RequestLimitsMiddleware:
         response = _HeldResponse(start_response)
 
         try:
-            result = self.app(environ, response.start_response)
+            result = self._call_app(environ, response.start_response)
         except Exception:
             # The app may raise our error, or its own after catching ours.
             if body.error is None or response.forwarded:
