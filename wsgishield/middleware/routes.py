@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import context
+from ._chain import WrappingLayer
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -19,13 +20,17 @@ if TYPE_CHECKING:
 
 __all__ = ["RouteMiddleware"]
 
+# What the route memo returns for a (method, path) it has not seen.
+_NOT_CACHED: Any = object()
 
-class RouteMiddleware:
+
+class RouteMiddleware(WrappingLayer):
     """Match method and path against a :class:`~wsgishield.routes.RouteTable`."""
 
     def __init__(self, app: WSGIApplication, *, routes: RouteTable) -> None:
         self.app = app
         self.routes = routes
+        self._cached = routes.cached
 
     @classmethod
     def from_policy(
@@ -38,13 +43,14 @@ class RouteMiddleware:
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
-        route = self.routes.match(
-            environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
-        )
+        key = (environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"))
+        route = self._cached(key, _NOT_CACHED)
+        if route is _NOT_CACHED:
+            route = self.routes.match(*key)
         environ[context.ROUTE] = route
 
         trace: list[tuple[str, str, Any]] | None = environ.get(context.TRACE)
         if trace is not None:
             trace.append(("route", route.id if route else "(none)", route))
 
-        return self.app(environ, start_response)
+        return self._call_app(environ, start_response)
