@@ -161,6 +161,7 @@ class ClientAddressResolver:
         _check_trusted_entries(trusted_proxies)
         networks = expand_presets(trusted_proxies, cloudflare)
         self.trusted = _network_set("client.trusted_proxies", networks)
+        self._trusts_proxies = bool(self.trusted)
         self.cloudflare = _network_set("client.cloudflare_ranges", cloudflare)
         _check_cloudflare_ranges(cloudflare)
         self.source = source
@@ -178,13 +179,20 @@ class ClientAddressResolver:
 
     def resolve(self, environ: Mapping[str, Any]) -> tuple[ClientAddress, str]:
         """Return the client address and the effective scheme of a request."""
-        header = environ.get(self._header_key)
-        key = (
-            environ.get("REMOTE_ADDR"),
-            header,
-            environ.get("HTTP_X_FORWARDED_PROTO"),
-            environ.get("wsgi.url_scheme"),
-        )
+        key: tuple[Any, ...]
+        if self._trusts_proxies:
+            header = environ.get(self._header_key)
+            key = (
+                environ.get("REMOTE_ADDR"),
+                header,
+                environ.get("HTTP_X_FORWARDED_PROTO"),
+                environ.get("wsgi.url_scheme"),
+            )
+        else:
+            # With no trusted proxy the peer is always the client and no
+            # header is read, so the peer and the scheme alone key the memo.
+            header = None
+            key = (environ.get("REMOTE_ADDR"), environ.get("wsgi.url_scheme"))
         try:
             return self._memo[key]
         except (KeyError, TypeError):

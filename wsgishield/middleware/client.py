@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientAddressMiddleware"]
 
+_CLIENT = context.CLIENT
+_CLIENT_IP = context.CLIENT_IP
+_SCHEME = context.SCHEME
+_TRACE = context.TRACE
+
 
 class ClientAddressMiddleware(WrappingLayer):
     """Resolve the client address and scheme, then call the wrapped app."""
@@ -85,9 +90,9 @@ class ClientAddressMiddleware(WrappingLayer):
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
         client, scheme = self.resolver.resolve(environ)
-        environ[context.CLIENT] = client
-        environ[context.CLIENT_IP] = client.ip
-        environ[context.SCHEME] = scheme
+        environ[_CLIENT] = client
+        environ[_CLIENT_IP] = client.ip
+        environ[_SCHEME] = scheme
         if client.reason is not None and self._fallbacks is not None:
             self._fallbacks.inc(client.reason)
 
@@ -95,7 +100,7 @@ class ClientAddressMiddleware(WrappingLayer):
             environ["REMOTE_ADDR"] = client.ip
             environ["wsgi.url_scheme"] = scheme
 
-        trace: list[tuple[str, str, Any]] | None = environ.get(context.TRACE)
+        trace: list[tuple[str, str, Any]] | None = environ.get(_TRACE)
         if trace is not None:
             trace.append(("client", client.ip, client))
 
