@@ -24,6 +24,7 @@ KERNELS = (
     "gcra",
     "headerscan",
     "jsonscan",
+    "layercall",
     "requestgate",
     "shm",
     "tally",

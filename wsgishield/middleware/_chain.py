@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import types
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -20,11 +20,15 @@ __all__ = ["WrappingLayer", "direct_call"]
 
 
 def direct_call(app: WSGIApplication) -> WSGIApplication:
-    """Return ``app.__call__`` for an instance of a class with a Python ``__call__``.
+    """Return the fastest callable that behaves as ``app`` does.
 
-    Any other app (a function, a bound method, a callable written in C) is
-    returned as it is.
+    A layer that runs its request path in a separate callable (its
+    ``fast_call``) is replaced by that callable. Then an instance of a class
+    with a Python ``__call__`` gives its bound ``__call__``. Any other app (a
+    function, a bound method, a callable written in C) is returned as it is.
     """
+    if isinstance(app, WrappingLayer) and app.fast_call is not None:
+        app = app.fast_call
     # The type's own __call__, as the interpreter finds it for app(...).
     call = inspect.getattr_static(type(app), "__call__", None)
     if isinstance(call, types.FunctionType):
@@ -36,10 +40,14 @@ class WrappingLayer:
     """A middleware's wrapped ``app``, with the callable that runs it fastest.
 
     Assigning ``app`` updates ``_call_app``, which the request path calls.
+    ``fast_call``, where a layer sets it, runs the layer's request path (a
+    compiled kernel, or its twin) and has an ``app`` attribute of its own;
+    the layer in front calls it in place of the layer.
     """
 
     _app: WSGIApplication
     _call_app: WSGIApplication
+    fast_call: Any = None
 
     @property
     def app(self) -> WSGIApplication:
@@ -50,3 +58,5 @@ class WrappingLayer:
     def app(self, app: WSGIApplication) -> None:
         self._app = app
         self._call_app = direct_call(app)
+        if self.fast_call is not None:
+            self.fast_call.app = self._call_app

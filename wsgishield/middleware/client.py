@@ -17,9 +17,10 @@ metrics registry, it counts each fallback in
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .. import context, metrics
+from .. import metrics
+from .._fast.layercall import ClientAddressCall
 from ..client import REASONS, ClientAddressResolver, Source
 from ._chain import WrappingLayer
 
@@ -30,11 +31,6 @@ if TYPE_CHECKING:
     from ..routes import RouteTable
 
 __all__ = ["ClientAddressMiddleware"]
-
-_CLIENT = context.CLIENT
-_CLIENT_IP = context.CLIENT_IP
-_SCHEME = context.SCHEME
-_TRACE = context.TRACE
 
 
 class ClientAddressMiddleware(WrappingLayer):
@@ -68,6 +64,7 @@ class ClientAddressMiddleware(WrappingLayer):
         self._fallbacks: metrics.Counts | None = None
         if registry is not None:
             self._fallbacks = metrics.Counts(registry.client_address_fallbacks, REASONS)
+        self.fast_call = ClientAddressCall(self)
 
     @classmethod
     def from_policy(
@@ -89,19 +86,7 @@ class ClientAddressMiddleware(WrappingLayer):
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
-        client, scheme = self.resolver.resolve(environ)
-        environ[_CLIENT] = client
-        environ[_CLIENT_IP] = client.ip
-        environ[_SCHEME] = scheme
-        if client.reason is not None and self._fallbacks is not None:
-            self._fallbacks.inc(client.reason)
-
-        if self.set_remote_addr:
-            environ["REMOTE_ADDR"] = client.ip
-            environ["wsgi.url_scheme"] = scheme
-
-        trace: list[tuple[str, str, Any]] | None = environ.get(_TRACE)
-        if trace is not None:
-            trace.append(("client", client.ip, client))
-
-        return self._call_app(environ, start_response)
+        # The request path is in the layercall kernel: resolve, store the
+        # results under the context keys, count fallbacks, trace, call app.
+        result: Iterable[bytes] = self.fast_call(environ, start_response)
+        return result

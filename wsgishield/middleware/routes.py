@@ -7,9 +7,9 @@ The matched :class:`~wsgishield.routes.Route` (or ``None``) goes under
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .. import context
+from .._fast.layercall import RouteCall
 from ._chain import WrappingLayer
 
 if TYPE_CHECKING:
@@ -20,9 +20,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RouteMiddleware"]
 
-# What the route memo returns for a (method, path) it has not seen.
-_NOT_CACHED: Any = object()
-
 
 class RouteMiddleware(WrappingLayer):
     """Match method and path against a :class:`~wsgishield.routes.RouteTable`."""
@@ -30,7 +27,7 @@ class RouteMiddleware(WrappingLayer):
     def __init__(self, app: WSGIApplication, *, routes: RouteTable) -> None:
         self.app = app
         self.routes = routes
-        self._cached = routes.cached
+        self.fast_call = RouteCall(self)
 
     @classmethod
     def from_policy(
@@ -43,14 +40,7 @@ class RouteMiddleware(WrappingLayer):
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
-        key = (environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"))
-        route = self._cached(key, _NOT_CACHED)
-        if route is _NOT_CACHED:
-            route = self.routes.match(*key)
-        environ[context.ROUTE] = route
-
-        trace: list[tuple[str, str, Any]] | None = environ.get(context.TRACE)
-        if trace is not None:
-            trace.append(("route", route.id if route else "(none)", route))
-
-        return self._call_app(environ, start_response)
+        # The request path is in the layercall kernel: match (through the
+        # memo), store the route under wsgishield.route, trace, call app.
+        result: Iterable[bytes] = self.fast_call(environ, start_response)
+        return result
