@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tests.apps.schemas import NewOrder
 from tests.conftest import load_twin
-from tests.support.wsgi import make_environ
+from tests.support.wsgi import EchoApp, call, make_environ
 from wsgishield import _fast, context
 from wsgishield._fast import requestgate
 from wsgishield._fast._requestgate_common import (
@@ -36,6 +36,9 @@ from wsgishield._fast._requestgate_common import (
     UNSUPPORTED_MEDIA_TYPE,
     URI_TOO_LONG,
 )
+from wsgishield.middleware import RequestLimitsMiddleware
+from wsgishield.policy import RequestPolicy, RouteRequest
+from wsgishield.routes import Route
 
 DECODE = msgspec.json.Decoder(NewOrder).decode
 ORDER = b'{"customerId": 7, "items": [{"sku": "A-1", "qty": 2}]}'
@@ -591,6 +594,50 @@ def test_check_body_twins_agree(
                 ),
                 gate,
                 fresh(base),
+            )
+        )
+
+    assert results[0] == results[1]
+
+
+# The request limits layer gives the same responses through the compiled
+# call and the twin's.
+def limits_layer(mode: str) -> tuple[Any, EchoApp]:
+    app = EchoApp()
+    layer = RequestLimitsMiddleware(
+        app,
+        defaults=RequestPolicy(max_body=1000, json_max_depth=4, json_max_tokens=40),
+        routes={"orders": RouteRequest()},
+        schemas={"orders": NewOrder},
+    )
+    layer.fast_call = load_twin("requestgate", mode).RequestLimitsCall(layer)
+    return layer, app
+
+
+@settings(max_examples=400, deadline=None)
+@given(request=REQUESTS | JSON_REQUESTS, routed=st.booleans(), traced=st.booleans())
+def test_request_limits_calls_agree(
+    request: dict[str, Any], routed: bool, traced: bool
+) -> None:
+    if _fast.NO_EXTENSIONS:
+        pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")
+    environ = build_environ(request)
+    environ[context.ROUTE] = Route("orders", "/orders") if routed else None
+    results = []
+    for mode in ("python", "compiled"):
+        layer, app = limits_layer(mode)
+        copy = fresh(environ)
+        if traced:
+            copy[context.TRACE] = []
+        response = call(layer, copy)
+        results.append(
+            (
+                response.status,
+                response.headers,
+                response.body,
+                app.seen,
+                copy.get(context.TRACE),
+                copy.get(context.BODY),
             )
         )
 

@@ -21,7 +21,7 @@ from libc.string cimport memcmp, memset
 from ._headerscan_c cimport is_http_key
 from ._jsonscan_c cimport scan_buffer
 
-from ..context import BODY
+from ..context import BODY, ROUTE, TRACE
 from ._headerscan_common import HEADER_LINE_OVERHEAD
 from ._jsonscan_c import scan_json as _scan_json
 from ._jsonscan_common import OK, TOO_DEEP
@@ -52,10 +52,11 @@ from ._requestgate_common import (
     media_type,
     parse_content_length,
 )
+from ._requestgate_py import RequestLimitsCall as _RequestLimitsCallPy
 from ._requestgate_py import admit as _admit_py
 from ._requestgate_py import check_body as _check_body_py
 
-__all__ = ["COMPILED", "RequestGate", "admit", "check_body"]
+__all__ = ["COMPILED", "RequestGate", "RequestLimitsCall", "admit", "check_body"]
 
 COMPILED = True
 
@@ -82,6 +83,9 @@ cdef Py_ssize_t _MAX_MEMOISED_TYPES = MAX_MEMOISED_TYPES
 cdef Py_ssize_t _NOGIL_SCAN = 65536
 
 cdef object _BODY = BODY
+cdef object _ROUTE = ROUTE
+cdef object _TRACE = TRACE
+cdef object _request_limits_call_py = _RequestLimitsCallPy.__call__
 cdef object _BytesIO = io.BytesIO
 cdef object _DecodeError = msgspec.DecodeError
 
@@ -496,3 +500,43 @@ def check_body(object environ, RequestGate gate, object body, bint json_body,
     if type(environ) is not dict:
         return _check_body_py(environ, gate, body, json_body, validate)
     return _check_body(<dict>environ, gate, body, json_body, validate, False)
+
+
+cdef class RequestLimitsCall:
+    """Run the request limits layer's request path, and call ``app``.
+
+    A request that passes with no body or a buffered one, and no trace to
+    record, goes straight to ``app``. Every other outcome goes to the
+    middleware's ``finish()``, which reads the bodies it must read itself,
+    sends rejections, streams and traces.
+    """
+
+    cdef public object app
+    cdef readonly object layer
+    cdef readonly RequestGate default
+    cdef readonly dict gates
+
+    def __init__(self, layer):
+        self.app = layer._call_app
+        self.layer = layer
+        self.default = layer.default.gate
+        self.gates = {
+            route_id: limits.gate for route_id, limits in layer.by_route.items()
+        }
+
+    def __call__(self, environ, start_response):
+        cdef RequestGate gate
+        cdef tuple result
+        if type(environ) is not dict:
+            return _request_limits_call_py(self, environ, start_response)
+        route = (<dict>environ).get(_ROUTE)
+        if route is None:
+            gate = self.default
+        else:
+            gate = self.gates.get(route.id, self.default)
+        result = _admit(<dict>environ, gate)
+        if (result is _NO_BODY or result is _BUFFERED) and (
+            (<dict>environ).get(_TRACE) is None
+        ):
+            return self.app(environ, start_response)
+        return self.layer.finish(environ, start_response, result[0], result[1])

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from ..context import BODY
+from ..context import BODY, ROUTE, TRACE
 from ._headerscan_py import header_totals
 from ._jsonscan_common import OK, TOO_DEEP
 from ._jsonscan_py import scan_json
@@ -52,7 +52,7 @@ from ._requestgate_common import (
     request_target_length,
 )
 
-__all__ = ["COMPILED", "RequestGate", "admit", "check_body"]
+__all__ = ["COMPILED", "RequestGate", "RequestLimitsCall", "admit", "check_body"]
 
 COMPILED = False
 
@@ -228,3 +228,34 @@ def check_body(
     environ["CONTENT_LENGTH"] = str(len(body))
     environ["wsgi.input_terminated"] = True
     return BUFFERED, None
+
+
+class RequestLimitsCall:
+    """Run the request limits layer's request path, and call ``app``.
+
+    A request that passes with no body or a buffered one, and no trace to
+    record, goes straight to ``app``. Every other outcome goes to the
+    middleware's ``finish()``, which reads the bodies it must read itself,
+    sends rejections, streams and traces.
+    """
+
+    __slots__ = ("app", "default", "gates", "layer")
+
+    def __init__(self, layer: Any) -> None:
+        self.app = layer._call_app
+        self.layer = layer
+        self.default: RequestGate = layer.default.gate
+        self.gates: dict[str, RequestGate] = {
+            route_id: limits.gate for route_id, limits in layer.by_route.items()
+        }
+
+    def __call__(self, environ: Any, start_response: Any) -> Iterable[bytes]:
+        route = environ.get(ROUTE)
+        gate = self.default if route is None else self.gates.get(route.id, self.default)
+        outcome, detail = admit(environ, gate)
+        result: Iterable[bytes]
+        if outcome in (NO_BODY, BUFFERED) and environ.get(TRACE) is None:
+            result = self.app(environ, start_response)
+        else:
+            result = self.layer.finish(environ, start_response, outcome, detail)
+        return result

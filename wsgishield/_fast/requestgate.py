@@ -44,6 +44,7 @@ __all__ = [
     "UNSUPPORTED_MEDIA_TYPE",
     "URI_TOO_LONG",
     "RequestGate",
+    "RequestLimitsCall",
     "admit",
     "check_body",
 ]
@@ -51,5 +52,6 @@ __all__ = [
 _kernel = load_kernel("requestgate")
 
 RequestGate = _kernel.RequestGate
+RequestLimitsCall = _kernel.RequestLimitsCall
 admit = _kernel.admit
 check_body = _kernel.check_body

@@ -31,7 +31,13 @@ import msgspec
 
 from .. import context, events
 from .._fast import requestgate as gate
-from .._fast.requestgate import READ_BODY, REJECTED, STREAMED, RequestGate, admit
+from .._fast.requestgate import (
+    READ_BODY,
+    REJECTED,
+    STREAMED,
+    RequestGate,
+    RequestLimitsCall,
+)
 from ..errors import ConfigurationError
 from ..policy import RequestPolicy, RouteRequest
 from ..problem import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, Problem
@@ -261,6 +267,7 @@ class RequestLimitsMiddleware(WrappingLayer):
         self.unsupported_encoding = problem(
             415, "unsupported-content-encoding", "Unsupported Content Encoding"
         )
+        self.fast_call = RequestLimitsCall(self)
 
     @classmethod
     def from_policy(
@@ -287,13 +294,26 @@ class RequestLimitsMiddleware(WrappingLayer):
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
+        # The request path starts in the requestgate kernel: one admit() call
+        # checks the request and, for a JSON or schema body with a
+        # Content-Length, reads, pre-scans and decodes the body. A request
+        # that passes untraced goes on to the app from there; the rest come
+        # back to finish().
+        result: Iterable[bytes] = self.fast_call(environ, start_response)
+        return result
+
+    def finish(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        outcome: int,
+        detail: Any,
+    ) -> Iterable[bytes]:
+        """Act on an outcome of admit(): read, reject, trace, stream or pass on."""
         route = environ.get(_ROUTE)
         limits = (
             self.default if route is None else self.by_route.get(route.id, self.default)
         )
-        # One kernel call checks the request and, for a JSON or schema body
-        # with a Content-Length, reads, pre-scans and decodes the body.
-        outcome, detail = admit(environ, limits.gate)
         if outcome >= READ_BODY:
             try:
                 if outcome == READ_BODY:
