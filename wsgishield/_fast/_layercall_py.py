@@ -11,12 +11,12 @@ callable, which the middleware updates when its ``app`` changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..context import CLIENT, CLIENT_IP, ROUTE, SCHEME, TRACE
+from ..context import CLIENT, CLIENT_IP, IDENTITY, ROUTE, SCHEME, TRACE
 
-__all__ = ["COMPILED", "ClientAddressCall", "RouteCall"]
+__all__ = ["COMPILED", "ClientAddressCall", "RouteCall", "SecurityHeadersCall"]
 
 COMPILED = False
 
@@ -81,4 +81,60 @@ class RouteCall:
             trace.append(("route", route.id if route else "(none)", route))
 
         result: Iterable[bytes] = self.app(environ, start_response)
+        return result
+
+
+class SecurityHeadersCall:
+    """Call ``app`` with a ``start_response`` that adds the route's headers.
+
+    The profile is chosen per route when the request arrives. Which of its
+    four variants applies is decided when the app starts its response,
+    because a layer inside this one sets the identity. An exception from the
+    app goes to the middleware's ``internal_error()``, unless ``catch_errors``
+    is off.
+    """
+
+    __slots__ = ("app", "by_route", "catch_errors", "default", "layer")
+
+    def __init__(self, layer: Any) -> None:
+        self.app = layer._call_app
+        self.layer = layer
+        self.catch_errors = bool(layer.catch_errors)
+        # Route id: (the profile's four variants, no-store when authenticated).
+        self.default = (layer.default.variants, layer.default.no_store_authenticated)
+        self.by_route = {
+            route_id: (headers.variants, headers.no_store_authenticated)
+            for route_id, headers in layer.by_route.items()
+        }
+
+    def __call__(self, environ: Any, start_response: Any) -> Iterable[bytes]:
+        chosen = self.default
+        if self.by_route:
+            route = environ.get(ROUTE)
+            if route is not None:
+                chosen = self.by_route.get(route.id, chosen)
+
+        def add_headers(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], object]:
+            variants, no_store_authenticated = chosen
+            index = 2 if environ.get(SCHEME) == "https" else 0
+            if no_store_authenticated and (
+                "HTTP_AUTHORIZATION" in environ or environ.get(IDENTITY) is not None
+            ):
+                index += 1
+            # The same index as HeaderProfile.variant(https, no_store).
+            write: Callable[[bytes], object] = start_response(
+                status, variants[index].apply(headers), exc_info
+            )
+            return write
+
+        result: Iterable[bytes]
+        if not self.catch_errors:
+            result = self.app(environ, add_headers)
+            return result
+        try:
+            result = self.app(environ, add_headers)
+        except Exception:
+            result = self.layer.internal_error(environ, add_headers)
         return result

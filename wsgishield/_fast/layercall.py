@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from . import load_kernel
 
-__all__ = ["ClientAddressCall", "RouteCall"]
+__all__ = ["ClientAddressCall", "RouteCall", "SecurityHeadersCall"]
 
 _kernel = load_kernel("layercall")
 
 ClientAddressCall = _kernel.ClientAddressCall
 RouteCall = _kernel.RouteCall
+SecurityHeadersCall = _kernel.SecurityHeadersCall

@@ -25,7 +25,7 @@ from ..client import REASONS, ClientAddressResolver, Source
 from ._chain import WrappingLayer
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import WSGIApplication
 
     from ..policy import Policy
     from ..routes import RouteTable
@@ -34,7 +34,11 @@ __all__ = ["ClientAddressMiddleware"]
 
 
 class ClientAddressMiddleware(WrappingLayer):
-    """Resolve the client address and scheme, then call the wrapped app."""
+    """Resolve the client address and scheme, then call the wrapped app.
+
+    Calling the layer runs its request path, ``layercall.ClientAddressCall``
+    in ``wsgishield._fast``.
+    """
 
     def __init__(
         self,
@@ -82,11 +86,3 @@ class ClientAddressMiddleware(WrappingLayer):
             set_remote_addr=settings.set_remote_addr,
             registry=metrics.REGISTRY if policy.metrics is not None else None,
         )
-
-    def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Iterable[bytes]:
-        # The request path is in the layercall kernel: resolve, store the
-        # results under the context keys, count fallbacks, trace, call app.
-        result: Iterable[bytes] = self.fast_call(environ, start_response)
-        return result

@@ -221,7 +221,14 @@ class _HeldResponse:
 
 
 class RequestLimitsMiddleware(WrappingLayer):
-    """Enforce request limits per route, then call the wrapped app."""
+    """Enforce request limits per route, then call the wrapped app.
+
+    Calling the layer runs its request path, ``requestgate.RequestLimitsCall``
+    in ``wsgishield._fast``: one ``admit()`` call checks the request and, for
+    a JSON or schema body with a Content-Length, reads, pre-scans and decodes
+    the body. A request that passes untraced goes on to the app from there;
+    the other outcomes come back to :meth:`finish`.
+    """
 
     def __init__(
         self,
@@ -290,17 +297,6 @@ class RequestLimitsMiddleware(WrappingLayer):
             schemas=registered,
             problem_type_base=policy.problem_type_base,
         )
-
-    def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Iterable[bytes]:
-        # The request path starts in the requestgate kernel: one admit() call
-        # checks the request and, for a JSON or schema body with a
-        # Content-Length, reads, pre-scans and decodes the body. A request
-        # that passes untraced goes on to the app from there; the rest come
-        # back to finish().
-        result: Iterable[bytes] = self.fast_call(environ, start_response)
-        return result
 
     def finish(
         self,

@@ -6,14 +6,13 @@ The matched :class:`~wsgishield.routes.Route` (or ``None``) goes under
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from .._fast.layercall import RouteCall
 from ._chain import WrappingLayer
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import WSGIApplication
 
     from ..policy import Policy
     from ..routes import RouteTable
@@ -22,7 +21,11 @@ __all__ = ["RouteMiddleware"]
 
 
 class RouteMiddleware(WrappingLayer):
-    """Match method and path against a :class:`~wsgishield.routes.RouteTable`."""
+    """Match method and path against a :class:`~wsgishield.routes.RouteTable`.
+
+    Calling the layer runs its request path, ``layercall.RouteCall`` in
+    ``wsgishield._fast``, which matches through the table's memo.
+    """
 
     def __init__(self, app: WSGIApplication, *, routes: RouteTable) -> None:
         self.app = app
@@ -36,11 +39,3 @@ class RouteMiddleware(WrappingLayer):
         if not routes.routes:
             return None
         return cls(app, routes=routes)
-
-    def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Iterable[bytes]:
-        # The request path is in the layercall kernel: match (through the
-        # memo), store the route under wsgishield.route, trace, call app.
-        result: Iterable[bytes] = self.fast_call(environ, start_response)
-        return result
