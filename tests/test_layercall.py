@@ -283,3 +283,77 @@ def test_client_calls_agree(
         seen.append(app.seen)
 
     assert seen[0] == seen[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    https=st.booleans(),
+    authorization=st.booleans(),
+    identity=st.booleans(),
+    route_id=st.sampled_from([None, "docs", "other"]),
+    app_headers=st.lists(
+        st.sampled_from(
+            [
+                ("Content-Type", "text/html"),
+                ("Cache-Control", "max-age=60"),
+                ("Server", "gunicorn"),
+                ("X-Frame-Options", "SAMEORIGIN"),
+            ]
+        ),
+        max_size=4,
+        unique=True,
+    ),
+)
+def test_headers_calls_agree(
+    https: bool,
+    authorization: bool,
+    identity: bool,
+    route_id: str | None,
+    app_headers: list[tuple[str, str]],
+) -> None:
+    if _fast.NO_EXTENSIONS:
+        pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")
+    from wsgishield.middleware import SecurityHeadersMiddleware
+    from wsgishield.policy import RouteHeaders
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", list(app_headers))
+        return [b"ok"]
+
+    responses = []
+    for mode in ("python", "compiled"):
+        layer = SecurityHeadersMiddleware(
+            app, routes={"docs": RouteHeaders(profile="html")}
+        )
+        layer.fast_call = load_twin("layercall", mode).SecurityHeadersCall(layer)
+        environ = make_environ(
+            "GET",
+            "/",
+            scheme="https" if https else "http",
+            subject="alice" if identity else None,
+        )
+        environ[context.SCHEME] = "https" if https else "http"
+        if authorization:
+            environ["HTTP_AUTHORIZATION"] = "Bearer x"
+        if route_id is not None:
+            environ[context.ROUTE] = Route(route_id, "/")
+        response = call(layer, environ)
+        responses.append((response.status, response.headers, response.body))
+
+    assert responses[0] == responses[1]
+
+
+def test_headers_call_sends_500_on_app_error(kernel: ModuleType) -> None:
+    from wsgishield.middleware import SecurityHeadersMiddleware
+
+    def broken(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        raise RuntimeError("boom")
+
+    layer = SecurityHeadersMiddleware(broken)
+    layer.fast_call = kernel.SecurityHeadersCall(layer)
+
+    response = call(layer, make_environ("HEAD", "/"))
+
+    assert response.status_code == 500
+    assert response.header("X-Content-Type-Options") == "nosniff"
+    assert response.body == b""
