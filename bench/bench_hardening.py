@@ -176,7 +176,7 @@ ORDERS_ROUTE = {
 
 
 def validating_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    """A bare app that reads and validates its JSON body itself, with msgspec."""
+    """Read and validate the JSON body with msgspec, as a bare app would."""
     body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     try:
         DECODER.decode(body)
@@ -188,12 +188,15 @@ def validating_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 def minimum_shield() -> Shield:
-    """Client address, route and request limits: the layers validation needs."""
+    """Build a shield with the layers that validation needs.
+
+    They are client address, route and request limits.
+    """
     return Shield(bare_app, policy={"routes": [ORDERS_ROUTE]})
 
 
 def whole_shield() -> Shield:
-    """The minimum shield with security headers, as a typical policy has."""
+    """Build the minimum shield plus security headers, as a typical policy has."""
     return Shield(bare_app, policy={"headers": {}, "routes": [ORDERS_ROUTE]})
 
 
@@ -442,3 +445,21 @@ def test_shield_layers_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     medians = interleaved(variants, number=1000)
     with capsys.disabled():
         print("\n" + report("shield layers, cumulative", medians, "msgspec alone"))
+
+
+def test_get_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    # The checks every request without a body pays: method, target length,
+    # header count and size.
+    from bench.conftest import interleaved, report
+
+    environ = make_environ("GET", "/items", headers=BROWSER_HEADERS)
+    layer = RequestLimitsMiddleware(bare_app)
+    medians = interleaved(
+        {
+            "bare app": lambda: bare_app(environ, start_response),
+            "behind request limits": lambda: layer(environ, start_response),
+        },
+        number=5000,
+    )
+    with capsys.disabled():
+        print("\n" + report("GET with 7 headers", medians, "bare app"))
