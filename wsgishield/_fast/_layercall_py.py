@@ -3,9 +3,9 @@
 Both modules expose the same names and pass the same tests; see
 ``wsgishield._fast`` for how one of them is selected.
 
-Each class runs the request path of one middleware, which builds it and
-calls it from its own ``__call__``; the layer in front calls it directly
-(see ``wsgishield.middleware._chain``). ``app`` is the next layer's
+Each class runs the request path of one middleware, which builds it. Calling
+the middleware calls it, and so does the layer in front (see
+``wsgishield.middleware._chain``). ``app`` is the next layer's
 callable, which the middleware updates when its ``app`` changes.
 """
 
@@ -20,7 +20,8 @@ __all__ = ["COMPILED", "ClientAddressCall", "RouteCall", "SecurityHeadersCall"]
 
 COMPILED = False
 
-# What the route memo returns for a (method, path) it has not seen.
+# Default of the route memo lookup, returned for a (method, path) it has
+# not seen.
 _NOT_CACHED: Any = object()
 
 

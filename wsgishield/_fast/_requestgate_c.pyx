@@ -2,11 +2,12 @@
 """Compiled request gate: the same names and results as ``_requestgate_py``.
 
 One call runs every check that the request limits layer makes before the
-app, where the layer used to make a dozen Python calls. The route's limits
-are C fields, ``Content-Length`` is parsed without ``int()``, the header
-fields are counted by the header scan kernel and a body is pre-scanned by
-the JSON kernel, both through their C entry points. The outcomes that let a
-request through are shared tuples, so the usual request allocates none.
+app. It walks the environ once, counting the header fields with the header
+scan kernel's key test and keeping the values it reads, in place of a
+lookup per key. The route's limits are C fields, ``Content-Length`` is
+parsed without ``int()``, and a body is pre-scanned through the JSON
+kernel's C entry point. The outcomes that let a request through are shared
+tuples, so passing a request allocates no result.
 """
 
 import io
@@ -79,7 +80,7 @@ cdef Py_ssize_t _MAX_LENGTH_DIGITS = MAX_LENGTH_DIGITS
 cdef Py_ssize_t _MAX_MEMOISED_TYPE = MAX_MEMOISED_TYPE
 cdef Py_ssize_t _MAX_MEMOISED_TYPES = MAX_MEMOISED_TYPES
 # Bodies longer than this are pre-scanned with the GIL released, so other
-# threads run meanwhile; releasing it costs more than scanning a short body.
+# threads run meanwhile. Releasing it costs more than scanning a short body.
 cdef Py_ssize_t _NOGIL_SCAN = 65536
 
 cdef object _BODY = BODY
@@ -475,14 +476,18 @@ cdef tuple _check_body(
 
 
 def admit(object environ, RequestGate gate):
-    """Check a request against a route's limits; return ``(outcome, detail)``.
+    """Check a request against a route's limits, returning ``(outcome, detail)``.
 
-    The outcomes are in ``_requestgate_common``. ``detail`` is the declared
-    length for ``STREAMED`` (``None`` when chunked), the pre-scan offset for
-    the JSON rejections, ``(error, body)`` for ``DECODE_FAILED``, and
-    ``(length, coding, start, json_body, validate)`` for ``READ_BODY``,
-    where ``start`` is what a first read of the body returned, or ``None``
-    before any read; else ``None``.
+    The outcomes are in ``_requestgate_common``. ``detail`` depends on the
+    outcome:
+
+    - ``STREAMED``: the declared length, ``None`` when chunked.
+    - ``JSON_TOO_DEEP``, ``JSON_TOO_MANY_TOKENS``: the pre-scan offset.
+    - ``DECODE_FAILED``: ``(error, body)``.
+    - ``READ_BODY``: ``(length, coding, start, json_body, validate)``, where
+      ``start`` is what a first read of the body returned, or ``None``
+      before any read.
+    - any other: ``None``.
     """
     if type(environ) is not dict:
         return _admit_py(environ, gate)

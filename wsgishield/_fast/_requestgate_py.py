@@ -134,14 +134,18 @@ class RequestGate:
 
 
 def admit(environ: MutableMapping[str, Any], gate: RequestGate) -> tuple[int, Any]:
-    """Check a request against a route's limits; return ``(outcome, detail)``.
+    """Check a request against a route's limits, returning ``(outcome, detail)``.
 
-    The outcomes are in ``_requestgate_common``. ``detail`` is the declared
-    length for ``STREAMED`` (``None`` when chunked), the pre-scan offset for
-    the JSON rejections, ``(error, body)`` for ``DECODE_FAILED``, and
-    ``(length, coding, start, json_body, validate)`` for ``READ_BODY``,
-    where ``start`` is what a first read of the body returned, or ``None``
-    before any read; else ``None``.
+    The outcomes are in ``_requestgate_common``. ``detail`` depends on the
+    outcome:
+
+    - ``STREAMED``: the declared length, ``None`` when chunked.
+    - ``JSON_TOO_DEEP``, ``JSON_TOO_MANY_TOKENS``: the pre-scan offset.
+    - ``DECODE_FAILED``: ``(error, body)``.
+    - ``READ_BODY``: ``(length, coding, start, json_body, validate)``, where
+      ``start`` is what a first read of the body returned, or ``None``
+      before any read.
+    - any other: ``None``.
     """
     method = environ.get("REQUEST_METHOD", "")
     if method not in gate.methods:

@@ -1,8 +1,8 @@
 """How one layer calls the next with as little interpreter work as possible.
 
 CPython 3.11 calls an instance of a class with a Python ``__call__`` through
-a C slot that looks the method up and starts a new interpreter loop, while a
-bound method's frame is pushed inline, and a compiled callable needs no
+a C slot that looks the method up and starts a new interpreter loop. A bound
+method's frame is pushed inline instead, and a compiled callable needs no
 frame at all. So each layer keeps the fastest callable of the app it wraps
 (:func:`direct_call`): a layer's compiled request path, else a bound
 ``__call__``. On a slow two-core machine a loop over four nested layers took

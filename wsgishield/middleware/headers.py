@@ -147,7 +147,7 @@ class SecurityHeadersMiddleware(WrappingLayer):
     def internal_error(
         self, environ: WSGIEnvironment, add_headers: StartResponse
     ) -> Iterable[bytes]:
-        """Log the app's exception and answer 500 with the profile's headers.
+        """Log the app's exception and send a 500 problem with the profile's headers.
 
         Call it only while the exception is being handled: it reads
         ``sys.exc_info()``.

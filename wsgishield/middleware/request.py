@@ -60,7 +60,8 @@ _encode = msgspec.json.Encoder().encode
 _ROUTE = context.ROUTE
 _TRACE = context.TRACE
 
-# How an allowed request's body reaches the app, by outcome of admit().
+# Trace detail for each admit() outcome that lets a request through: the
+# way its body reaches the app.
 _BODY_HANDLING = {
     gate.NO_BODY: "no body",
     gate.STREAMED: "streamed",
