@@ -440,7 +440,7 @@ REQUEST_FIELDS: dict[str, st.SearchStrategy[Any]] = {
             "image/png",
         ]
     ),
-    # "body" sends the length of the body; None sends it chunked.
+    # "body" sends the length of the body, and None sends it chunked.
     "content_length": st.sampled_from(["body", "body", "body", None])
     | st.sampled_from(["", "0", "3", "003", "+3", "٣", "1" * 16, "99999"])
     | st.integers(0, 1200).map(str),
