@@ -4,7 +4,8 @@
   headers middleware against the bare app;
 - JSON pre-scan: compiled kernel against its twin, with throughput in MB/s;
 - schema validation of a 1 KB body: through the shield against msgspec
-  alone, and against marshmallow and pydantic (benchmark-only baselines).
+  alone and against an app that reads and validates its body itself, and
+  against marshmallow and pydantic (benchmark-only baselines).
 
 Run: python -m pytest bench/bench_hardening.py --benchmark-only -q
 """
@@ -167,6 +168,43 @@ ORDER = order_body()
 DECODER = msgspec.json.Decoder(Order)
 ORDER_SCHEMA = OrderSchema()
 
+ORDERS_ROUTE = {
+    "id": "orders",
+    "path": "/orders",
+    "request": {"schema": f"{__name__}:Order"},
+}
+
+
+def validating_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Read and validate the JSON body with msgspec, as a bare app would."""
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    try:
+        DECODER.decode(body)
+    except msgspec.DecodeError:
+        start_response("400 Bad Request", RESPONSE_HEADERS)
+        return [b'{"status": "invalid"}']
+    start_response("200 OK", RESPONSE_HEADERS)
+    return [b'{"status": "ok"}']
+
+
+def minimum_shield() -> Shield:
+    """Build a shield with the layers that validation needs.
+
+    They are client address, route and request limits.
+    """
+    return Shield(bare_app, policy={"routes": [ORDERS_ROUTE]})
+
+
+def whole_shield() -> Shield:
+    """Build the minimum shield plus security headers, as a typical policy has."""
+    return Shield(bare_app, policy={"headers": {}, "routes": [ORDERS_ROUTE]})
+
+
+def order_environ() -> dict[str, Any]:
+    return make_environ(
+        "POST", "/orders", body=ORDER, headers={"Content-Type": "application/json"}
+    )
+
 
 def test_order_body_is_about_1kb() -> None:
     assert 900 <= len(ORDER) <= 1100
@@ -218,21 +256,22 @@ def test_validate_through_request_layer(benchmark: Any) -> None:
 
 
 @pytest.mark.benchmark(group="validate-1kb")
-def test_validate_through_shield(benchmark: Any) -> None:
-    policy = {
-        "headers": {},
-        "routes": [
-            {
-                "id": "orders",
-                "path": "/orders",
-                "request": {"schema": f"{__name__}:Order"},
-            }
-        ],
-    }
-    shield = Shield(bare_app, policy=policy)
-    base = make_environ(
-        "POST", "/orders", body=ORDER, headers={"Content-Type": "application/json"}
-    )
+def test_validate_self_validating_app(benchmark: Any) -> None:
+    base = order_environ()
+
+    def run() -> Any:
+        environ = dict(base)
+        environ["wsgi.input"] = io.BytesIO(ORDER)
+        return validating_app(environ, start_response)
+
+    benchmark(run)
+
+
+@pytest.mark.parametrize("stack", ["minimum", "whole"])
+@pytest.mark.benchmark(group="validate-1kb")
+def test_validate_through_shield(benchmark: Any, stack: str) -> None:
+    shield = minimum_shield() if stack == "minimum" else whole_shield()
+    base = order_environ()
 
     def run() -> Any:
         environ = dict(base)
@@ -318,6 +357,13 @@ def test_jsonscan_ratio(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_validation_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    """The validation budget: a 1 KB body through the shield against msgspec.
+
+    (a) msgspec alone decodes bytes already in memory. (b) is a bare app
+    that reads its body by CONTENT_LENGTH and decodes it with msgspec. (c)
+    is the minimum shield, (d) the shield with security headers too. Every
+    WSGI variant pays the same environ copy and fresh BytesIO.
+    """
     from bench.conftest import interleaved, report
     from wsgishield._fast.jsonscan import scan_json
     from wsgishield.schemas import BodySchema
@@ -329,22 +375,9 @@ def test_validation_ratio(capsys: pytest.CaptureFixture[str]) -> None:
         routes={"orders": RouteRequest()},
         schemas={"orders": Order},
     )
-    shield = Shield(
-        bare_app,
-        policy={
-            "headers": {},
-            "routes": [
-                {
-                    "id": "orders",
-                    "path": "/orders",
-                    "request": {"schema": f"{__name__}:Order"},
-                }
-            ],
-        },
-    )
-    base = make_environ(
-        "POST", "/orders", body=ORDER, headers={"Content-Type": "application/json"}
-    )
+    minimum = minimum_shield()
+    whole = whole_shield()
+    base = order_environ()
     routed = dict(base)
     routed[context.ROUTE] = Route("orders", "/orders")
 
@@ -355,20 +388,27 @@ def test_validation_ratio(capsys: pytest.CaptureFixture[str]) -> None:
 
     medians = interleaved(
         {
-            "msgspec alone": lambda: DECODER.decode(ORDER),
+            "(a) msgspec alone": lambda: DECODER.decode(ORDER),
+            "(b) app validating itself": lambda: through(validating_app, base),
+            "(c) minimum shield": lambda: through(minimum, base),
+            "(d) whole shield": lambda: through(whole, base),
+            "(e) pydantic": lambda: OrderModel.model_validate_json(ORDER),
             "pre-scan + schema": lambda: (
                 scan_json(ORDER, 64, 200_000),
                 schema.decode(ORDER),
             ),
-            "request layer": lambda: through(layer, routed),
-            "whole shield": lambda: through(shield, base),
+            "request layer, route matched": lambda: through(layer, routed),
             "environ copy + BytesIO alone": lambda: (dict(base), io.BytesIO(ORDER)),
-            "pydantic": lambda: OrderModel.model_validate_json(ORDER),
         },
         number=1000,
     )
+    app_validating = medians["(b) app validating itself"]
     with capsys.disabled():
-        print("\n" + report(f"validate {len(ORDER)} bytes", medians, "msgspec alone"))
+        print(
+            "\n" + report(f"validate {len(ORDER)} bytes", medians, "(a) msgspec alone")
+        )
+        for name in ("(c) minimum shield", "(d) whole shield"):
+            print(f"  {name} / (b): x{medians[name] / app_validating:6.2f}")
 
 
 def test_shield_layers_ratio(capsys: pytest.CaptureFixture[str]) -> None:
@@ -377,7 +417,7 @@ def test_shield_layers_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     from bench.conftest import interleaved, report
 
     orders = {"id": "orders", "path": "/orders"}
-    validated = {**orders, "request": {"schema": f"{__name__}:Order"}}
+    validated = ORDERS_ROUTE
     stacks = {
         "bare app": bare_app,
         "+ client address": Shield(bare_app, policy={}),
@@ -392,9 +432,7 @@ def test_shield_layers_ratio(capsys: pytest.CaptureFixture[str]) -> None:
             bare_app, policy={"headers": {}, "metrics": {}, "routes": [validated]}
         ),
     }
-    base = make_environ(
-        "POST", "/orders", body=ORDER, headers={"Content-Type": "application/json"}
-    )
+    base = order_environ()
 
     def through(app: Any) -> Any:
         environ = dict(base)
@@ -407,3 +445,21 @@ def test_shield_layers_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     medians = interleaved(variants, number=1000)
     with capsys.disabled():
         print("\n" + report("shield layers, cumulative", medians, "msgspec alone"))
+
+
+def test_get_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    # The checks every request without a body pays: method, target length,
+    # header count and size.
+    from bench.conftest import interleaved, report
+
+    environ = make_environ("GET", "/items", headers=BROWSER_HEADERS)
+    layer = RequestLimitsMiddleware(bare_app)
+    medians = interleaved(
+        {
+            "bare app": lambda: bare_app(environ, start_response),
+            "behind request limits": lambda: layer(environ, start_response),
+        },
+        number=5000,
+    )
+    with capsys.disabled():
+        print("\n" + report("GET with 7 headers", medians, "bare app"))

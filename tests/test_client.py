@@ -376,6 +376,25 @@ def test_memo_keeps_answers_apart() -> None:
     assert again is first
 
 
+def test_memo_without_trusted_proxies_keys_peer_and_scheme() -> None:
+    resolver = ClientAddressResolver()
+    plain = environ("203.0.113.66", X_FORWARDED_FOR="198.51.100.1")
+    secure = {**plain, "wsgi.url_scheme": "https", "HTTP_X_FORWARDED_PROTO": "http"}
+    other_header = environ(
+        "203.0.113.66", X_FORWARDED_FOR="192.0.2.7", X_FORWARDED_PROTO="https"
+    )
+
+    first, first_scheme = resolver.resolve(plain)
+    second, second_scheme = resolver.resolve(secure)
+    third, third_scheme = resolver.resolve(other_header)
+
+    assert (first.ip, first_scheme) == ("203.0.113.66", "http")
+    assert (second.ip, second_scheme) == ("203.0.113.66", "https")
+    assert third is first
+    assert third_scheme == "http"
+    assert len(resolver._memo) == 2
+
+
 @pytest.mark.parametrize("hops", [0, 1], ids=["rightmost", "count"])
 def test_forwarded_client_quote_cannot_void_header(hops: int) -> None:
     resolver = ClientAddressResolver(

@@ -848,14 +848,14 @@ def test_header_kernel_compiled_loaded() -> None:
 
 
 def test_media_type_memo_is_bounded() -> None:
-    from wsgishield import request_limits
+    from wsgishield._fast import _requestgate_common as rules
 
     for index in range(1000):
         assert media_type(f"Application/X-{index}; q=1") == f"application/x-{index}"
     assert media_type("x" * 500 + "/json") == "x" * 500 + "/json"
 
-    assert len(request_limits._media_types) <= request_limits._MAX_MEDIA_TYPES
-    assert all(len(key) <= 128 for key in request_limits._media_types)
+    assert len(rules._media_types) <= rules.MAX_MEMOISED_TYPES
+    assert all(len(key) <= 128 for key in rules._media_types)
 
 
 def test_content_type_memo_is_bounded() -> None:

@@ -25,9 +25,17 @@ The middleware that applies these rules is
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
+from ._fast._requestgate_common import (
+    CONTENT_CODINGS,
+    content_coding,
+    is_json,
+    media_type,
+    parse_content_length,
+    request_target_length,
+)
 from ._fast.headerscan import header_totals
 from .errors import WsgiShieldError
 
@@ -51,18 +59,6 @@ __all__ = [
 # One read from the server's input stream. It bounds the memory used above
 # the body limit, and reads a 1 MiB body in 16 calls.
 READ_SIZE = 65536
-
-# RFC 9112, section 6.3: Content-Length is 1*DIGIT. Longer than this is more
-# than any limit the policy accepts, so it is rejected without int().
-_MAX_LENGTH_DIGITS = 15
-
-_MAX_MEDIA_TYPES = 256
-_MAX_MEMOISED_TYPE = 128
-_media_types: dict[str, str] = {}
-
-# Content codings the inflater understands, with their zlib window bits:
-# 16 + 15 reads the gzip wrapper, 15 the zlib wrapper of HTTP "deflate".
-_CODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 
 
 class InputStream(Protocol):
@@ -104,50 +100,6 @@ class InvalidBody(RequestBodyError):
 
     status = 400
     reason = "invalid-encoding"
-
-
-def parse_content_length(text: str) -> int:
-    """Parse a ``Content-Length`` value, raising ``ValueError`` unless it is 1*DIGIT.
-
-    ``int()`` alone would accept ``+5``, `` 5``, ``5_0`` and ``-0``, and a
-    list such as ``5, 5`` must be rejected too (RFC 9112, section 6.3).
-    """
-    # isdigit() is False for "", and True for non-ASCII digits such as "٣".
-    if text.isdigit() and text.isascii() and len(text) <= _MAX_LENGTH_DIGITS:
-        return int(text)
-    raise ValueError(f"invalid Content-Length {text[:32]!r}")
-
-
-def media_type(content_type: str) -> str:
-    """Return the lower-case ``type/subtype`` of a Content-Type value."""
-    media = _media_types.get(content_type)
-    if media is not None:
-        return media
-    media = content_type.partition(";")[0].strip().lower()
-    # Clients send a handful of distinct values, so a small memo saves the
-    # parsing; longer or further values are parsed every time.
-    if len(content_type) <= _MAX_MEMOISED_TYPE and len(_media_types) < _MAX_MEDIA_TYPES:
-        _media_types[content_type] = media
-    return media
-
-
-def is_json(media: str) -> bool:
-    """Tell whether a media type is JSON: ``application/json`` or ``*/*+json``."""
-    return media == "application/json" or media.endswith("+json")
-
-
-def request_target_length(environ: Mapping[str, Any]) -> int:
-    """Return the length of the request target as the client sent it.
-
-    Gunicorn passes it as ``RAW_URI`` and uWSGI as ``REQUEST_URI``; other
-    servers only give the decoded parts, which are never longer.
-    """
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if raw is not None:
-        return len(raw)
-    query = environ.get("QUERY_STRING", "")
-    length = len(environ.get("SCRIPT_NAME", "")) + len(environ.get("PATH_INFO", ""))
-    return length + len(query) + 1 if query else length
 
 
 class LimitedInput:
@@ -247,11 +199,20 @@ class LimitedInput:
         raise self.error
 
 
-def read_body(stream: InputStream, limit: int, length: int | None = None) -> bytes:
-    """Read a whole body within ``limit``; see :class:`LimitedInput` for the errors."""
+def read_body(
+    stream: InputStream,
+    limit: int,
+    length: int | None = None,
+    start: bytes | None = None,
+) -> bytes:
+    """Read a whole body within ``limit``; see :class:`LimitedInput` for the errors.
+
+    ``start`` is what a first ``read(length)`` of a sized body already
+    returned, if the caller made that read.
+    """
     if length is not None:
         # The usual case, one read of a sized body within the limit.
-        data = stream.read(length)
+        data = stream.read(length) if start is None else start
         if len(data) == length:
             return data
         rest = LimitedInput(stream, limit, length - len(data))
@@ -274,7 +235,7 @@ def inflate(body: bytes, coding: str, limit: int, max_ratio: int) -> bytes:
     is :class:`InvalidBody`.
     """
     cap = min(limit, max_ratio * len(body))
-    inflater = zlib.decompressobj(_CODINGS[coding])
+    inflater = zlib.decompressobj(CONTENT_CODINGS[coding])
     try:
         data = inflater.decompress(body, cap + 1)
     except zlib.error as exc:
@@ -288,14 +249,3 @@ def inflate(body: bytes, coding: str, limit: int, max_ratio: int) -> bytes:
     if not inflater.eof or inflater.unused_data:
         raise InvalidBody(f"The {coding} body is truncated or has trailing data.")
     return data
-
-
-def content_coding(value: str) -> str | None:
-    """Return the one supported coding named in ``Content-Encoding``, else ``None``.
-
-    ``identity`` means no coding; a list of codings is not supported.
-    """
-    coding = value.strip().lower()
-    if coding in _CODINGS:
-        return coding
-    return None

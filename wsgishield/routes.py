@@ -128,7 +128,7 @@ class Route:
 class RouteTable:
     """Ordered route rules with a bounded memo of (method, path) results."""
 
-    __slots__ = ("_memo", "cache_size", "routes")
+    __slots__ = ("_memo", "cache_size", "cached", "routes")
 
     def __init__(self, routes: Iterable[Route], cache_size: int = 4096) -> None:
         self.routes = tuple(routes)
@@ -141,6 +141,9 @@ class RouteTable:
             seen.add(route.id)
         self.cache_size = cache_size
         self._memo: dict[tuple[str, str], Route | None] = {}
+        # cached((method, path), default): the memoised result of match(),
+        # or default. A bound dict.get, so a hit costs no Python frame.
+        self.cached = self._memo.get
 
     def match(self, method: str, path: str) -> Route | None:
         """Return the first route that matches, or ``None``."""

@@ -24,6 +24,8 @@ KERNELS = (
     "gcra",
     "headerscan",
     "jsonscan",
+    "layercall",
+    "requestgate",
     "shm",
     "tally",
 )

@@ -28,17 +28,6 @@ cdef extern from "Python.h":
     int PyObject_IsTrue(PyObject* obj) except -1
 
 
-cdef inline bint _is_http_key(PyObject* key) noexcept:
-    return (
-        PyUnicode_GET_LENGTH(key) >= 5
-        and PyUnicode_READ_CHAR(key, 0) == u"H"
-        and PyUnicode_READ_CHAR(key, 1) == u"T"
-        and PyUnicode_READ_CHAR(key, 2) == u"T"
-        and PyUnicode_READ_CHAR(key, 3) == u"P"
-        and PyUnicode_READ_CHAR(key, 4) == u"_"
-    )
-
-
 cdef inline bint _is_content_key(PyObject* key) noexcept:
     """Tell whether the key is CONTENT_TYPE or CONTENT_LENGTH."""
     cdef Py_ssize_t length = PyUnicode_GET_LENGTH(key)
@@ -72,7 +61,7 @@ def header_totals(object environ):
     while PyDict_Next(environ, &position, &key, &value):
         if not PyUnicode_CheckExact(key):
             continue
-        if _is_http_key(key):
+        if is_http_key(key):
             size += PyUnicode_GET_LENGTH(key) - 5
         elif _is_content_key(key) and PyObject_IsTrue(value):
             size += PyUnicode_GET_LENGTH(key)

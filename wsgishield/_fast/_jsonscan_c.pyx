@@ -158,6 +158,21 @@ cdef int _scan(
     return _OK
 
 
+cdef int scan_buffer(const unsigned char* data, Py_ssize_t n, Py_ssize_t max_depth,
+                     Py_ssize_t max_tokens, Py_ssize_t* offset) noexcept nogil:
+    """Return the verdict of ``scan_json`` on ``n`` bytes, storing its offset."""
+    if n == 0:
+        offset[0] = 0
+        return _OK
+    # A body with few brackets, such as a typical API request, is proven
+    # within the limits by a vectorised count, at a fraction of the cost of
+    # the scan. Otherwise the count stops soon after the depth limit.
+    if _within_limits(data, n, max_depth, max_tokens):
+        offset[0] = n
+        return _OK
+    return _scan(data, n, max_depth, max_tokens, offset)
+
+
 def scan_json(object data, Py_ssize_t max_depth, Py_ssize_t max_tokens):
     """Measure the nesting depth and token count of a JSON text without decoding.
 
@@ -183,15 +198,6 @@ def scan_json(object data, Py_ssize_t max_depth, Py_ssize_t max_tokens):
         view = data
         n = view.shape[0]
         start = &view[0] if n else NULL
-    if n == 0:
-        return _OK, 0
     with nogil:
-        # A body with few brackets, such as a typical API request, is proven
-        # within the limits by a vectorised count, at a fraction of the cost
-        # of the scan. Otherwise the count stops soon after the depth limit.
-        if _within_limits(start, n, max_depth, max_tokens):
-            verdict = _OK
-            offset = n
-        else:
-            verdict = _scan(start, n, max_depth, max_tokens, &offset)
+        verdict = scan_buffer(start, n, max_depth, max_tokens, &offset)
     return verdict, offset

@@ -17,13 +17,15 @@ metrics registry, it counts each fallback in
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .. import context, metrics
+from .. import metrics
+from .._fast.layercall import ClientAddressCall
 from ..client import REASONS, ClientAddressResolver, Source
+from ._chain import WrappingLayer
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import WSGIApplication
 
     from ..policy import Policy
     from ..routes import RouteTable
@@ -31,8 +33,12 @@ if TYPE_CHECKING:
 __all__ = ["ClientAddressMiddleware"]
 
 
-class ClientAddressMiddleware:
-    """Resolve the client address and scheme, then call the wrapped app."""
+class ClientAddressMiddleware(WrappingLayer):
+    """Resolve the client address and scheme, then call the wrapped app.
+
+    Calling the layer runs its request path, ``layercall.ClientAddressCall``
+    in ``wsgishield._fast``.
+    """
 
     def __init__(
         self,
@@ -62,6 +68,7 @@ class ClientAddressMiddleware:
         self._fallbacks: metrics.Counts | None = None
         if registry is not None:
             self._fallbacks = metrics.Counts(registry.client_address_fallbacks, REASONS)
+        self.fast_call = ClientAddressCall(self)
 
     @classmethod
     def from_policy(
@@ -79,23 +86,3 @@ class ClientAddressMiddleware:
             set_remote_addr=settings.set_remote_addr,
             registry=metrics.REGISTRY if policy.metrics is not None else None,
         )
-
-    def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Iterable[bytes]:
-        client, scheme = self.resolver.resolve(environ)
-        environ[context.CLIENT] = client
-        environ[context.CLIENT_IP] = client.ip
-        environ[context.SCHEME] = scheme
-        if client.reason is not None and self._fallbacks is not None:
-            self._fallbacks.inc(client.reason)
-
-        if self.set_remote_addr:
-            environ["REMOTE_ADDR"] = client.ip
-            environ["wsgi.url_scheme"] = scheme
-
-        trace: list[tuple[str, str, Any]] | None = environ.get(context.TRACE)
-        if trace is not None:
-            trace.append(("client", client.ip, client))
-
-        return self.app(environ, start_response)

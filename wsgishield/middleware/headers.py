@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from .. import context
+from .._fast.layercall import SecurityHeadersCall
 from ..policy import HeadersPolicy
 from ..problem import PROBLEM_TYPE_BASE, Problem
 from ..security_headers import HeaderProfile, hsts_value
+from ._chain import WrappingLayer
 
 if TYPE_CHECKING:
-    from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
     from ..policy import Policy, RouteHeaders
@@ -58,8 +59,13 @@ class _RouteHeaders:
         self.no_store_authenticated = no_store_authenticated
 
 
-class SecurityHeadersMiddleware:
-    """Add a security header profile to every response of the wrapped app."""
+class SecurityHeadersMiddleware(WrappingLayer):
+    """Add a security header profile to every response of the wrapped app.
+
+    Calling the layer runs its request path, ``layercall.SecurityHeadersCall``
+    in ``wsgishield._fast``, which sends the app's exceptions to
+    :meth:`internal_error`.
+    """
 
     def __init__(
         self,
@@ -108,9 +114,10 @@ class SecurityHeadersMiddleware:
                 no_store_authenticated if cache is None else cache == "no-store",
             )
 
-        self.internal_error = Problem(
+        self.internal_error_problem = Problem(
             500, "internal-error", "Internal Server Error", type_base=problem_type_base
         )
+        self.fast_call = SecurityHeadersCall(self)
 
     @classmethod
     def from_policy(
@@ -137,49 +144,27 @@ class SecurityHeadersMiddleware:
             problem_type_base=policy.problem_type_base,
         )
 
-    def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
+    def internal_error(
+        self, environ: WSGIEnvironment, add_headers: StartResponse
     ) -> Iterable[bytes]:
-        chosen = self.default
-        if self.by_route:
-            route = environ.get(_ROUTE)
-            if route is not None:
-                chosen = self.by_route.get(route.id, chosen)
+        """Log the app's exception and send a 500 problem with the profile's headers.
 
-        def add_headers(
-            status: str,
-            headers: list[tuple[str, str]],
-            exc_info: OptExcInfo | None = None,
-        ) -> Callable[[bytes], object]:
-            # Read at response time: the identity is set by a layer inside this one.
-            index = 2 if environ.get(_SCHEME) == "https" else 0
-            if chosen.no_store_authenticated and (
-                "HTTP_AUTHORIZATION" in environ or environ.get(_IDENTITY) is not None
-            ):
-                index += 1
-            # The same index as HeaderProfile.variant(https, no_store).
-            return start_response(
-                status, chosen.variants[index].apply(headers), exc_info
-            )
-
-        if not self.catch_errors:
-            return self.app(environ, add_headers)
-        try:
-            return self.app(environ, add_headers)
-        except Exception:
-            logger.error(
-                "unhandled exception in the app for %s %s",
-                environ.get("REQUEST_METHOD", "")[:20],
-                environ.get("PATH_INFO", "")[:256],
-                exc_info=True,
-            )
-            # With exc_info, a server that already sent the app's headers
-            # re-raises instead (PEP 3333, "The start_response() Callable").
-            add_headers(
-                self.internal_error.status_line,
-                list(self.internal_error.headers),
-                sys.exc_info(),
-            )
-            if environ.get("REQUEST_METHOD") == "HEAD":
-                return [b""]
-            return [self.internal_error.body]
+        Call it only while the exception is being handled: it reads
+        ``sys.exc_info()``.
+        """
+        logger.error(
+            "unhandled exception in the app for %s %s",
+            environ.get("REQUEST_METHOD", "")[:20],
+            environ.get("PATH_INFO", "")[:256],
+            exc_info=True,
+        )
+        # With exc_info, a server that already sent the app's headers
+        # re-raises instead (PEP 3333, "The start_response() Callable").
+        add_headers(
+            self.internal_error_problem.status_line,
+            list(self.internal_error_problem.headers),
+            sys.exc_info(),
+        )
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            return [b""]
+        return [self.internal_error_problem.body]

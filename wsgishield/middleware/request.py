@@ -24,30 +24,26 @@ layer is the guarantee behind it, per route and whatever the server.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from .. import context, events
-from .._fast.jsonscan import OK, TOO_DEEP, scan_json
+from .._fast import requestgate as gate
+from .._fast.requestgate import (
+    READ_BODY,
+    REJECTED,
+    STREAMED,
+    RequestGate,
+    RequestLimitsCall,
+)
 from ..errors import ConfigurationError
 from ..policy import RequestPolicy, RouteRequest
 from ..problem import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, Problem
-from ..request_limits import (
-    LimitedInput,
-    RequestBodyError,
-    content_coding,
-    header_totals,
-    inflate,
-    is_json,
-    media_type,
-    parse_content_length,
-    read_body,
-    request_target_length,
-)
+from ..request_limits import LimitedInput, RequestBodyError, inflate, read_body
 from ..schemas import BodySchema, SchemaError, registered_schemas, resolve_schema
+from ._chain import WrappingLayer
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -58,22 +54,19 @@ if TYPE_CHECKING:
 
 __all__ = ["RequestLimitsMiddleware"]
 
-# Methods whose body a schema validates; a schema route's GET or DELETE
-# carries no body to check.
-SCHEMA_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
 _DEFAULTS = RequestPolicy()
 _encode = msgspec.json.Encoder().encode
 
 _ROUTE = context.ROUTE
 _TRACE = context.TRACE
-_BODY = context.BODY
 
-# Each route remembers its verdict for up to this many Content-Type values,
-# because clients send a handful of distinct ones. Longer or further values
-# are checked on every request.
-_MAX_BODY_TYPES = 256
-_MAX_MEMOISED_TYPE = 128
+# Trace detail for each admit() outcome that lets a request through: the
+# way its body reaches the app.
+_BODY_HANDLING = {
+    gate.NO_BODY: "no body",
+    gate.STREAMED: "streamed",
+    gate.BUFFERED: "buffered",
+}
 
 
 class _RouteLimits:
@@ -81,9 +74,8 @@ class _RouteLimits:
 
     __slots__ = (
         "body_types",
-        "content_types",
-        "decode",
         "decompress",
+        "gate",
         "headers_too_large",
         "json_max_depth",
         "json_max_tokens",
@@ -95,10 +87,8 @@ class _RouteLimits:
         "method_not_allowed",
         "methods",
         "schema",
-        "type_prefixes",
         "unsupported_media_type",
         "uri_too_long",
-        "validated_methods",
     )
 
     def __init__(
@@ -126,18 +116,24 @@ class _RouteLimits:
         self.decompress: bool = pick("decompress")
         self.max_inflate_ratio: int = pick("max_inflate_ratio")
         self.schema = BodySchema(schema) if schema is not None else None
-        self.decode = self.schema.decoder.decode if self.schema is not None else None
-        self.validated_methods = (
-            SCHEMA_METHODS if self.schema is not None else frozenset()
-        )
 
         types: list[str] = list(pick("content_types"))
         if self.schema is not None and not types:
             types = ["application/json"]
-        self.content_types = frozenset(t for t in types if not t.endswith("/*"))
-        self.type_prefixes = tuple(t[:-1] for t in types if t.endswith("/*"))
-        # Content-Type value: (is JSON, accepted on this route).
-        self.body_types: dict[str, tuple[bool, bool]] = {}
+        self.gate = RequestGate(
+            methods=self.methods,
+            max_url_bytes=self.max_url_bytes,
+            max_headers=self.max_headers,
+            max_header_bytes=self.max_header_bytes,
+            max_body=self.max_body,
+            content_types=types,
+            decompress=self.decompress,
+            json_max_depth=self.json_max_depth,
+            json_max_tokens=self.json_max_tokens,
+            decode=self.schema.decoder.decode if self.schema is not None else None,
+        )
+        # Content-Type value: (is JSON, accepted on this route), filled by the gate.
+        self.body_types: dict[str, tuple[bool, bool]] = self.gate.body_types
 
         allow = ", ".join(sorted(self.methods))
         self.method_not_allowed = Problem(
@@ -171,23 +167,9 @@ class _RouteLimits:
             type_base=type_base,
         )
 
-    def accepts(self, media: str) -> bool:
-        if not self.content_types and not self.type_prefixes:
-            return True
-        return media in self.content_types or media.startswith(self.type_prefixes)
-
     def body_type(self, content_type: str) -> tuple[bool, bool]:
         """Return whether a Content-Type value is JSON and accepted on this route."""
-        verdict = self.body_types.get(content_type)
-        if verdict is not None:
-            return verdict
-        media = media_type(content_type)
-        verdict = (is_json(media), self.accepts(media))
-        if (
-            len(content_type) <= _MAX_MEMOISED_TYPE
-            and len(self.body_types) < _MAX_BODY_TYPES
-        ):
-            self.body_types[content_type] = verdict
+        verdict: tuple[bool, bool] = self.gate.body_type(content_type)
         return verdict
 
 
@@ -239,8 +221,15 @@ class _HeldResponse:
         self._write = self._start_response(*self._pending)
 
 
-class RequestLimitsMiddleware:
-    """Enforce request limits per route, then call the wrapped app."""
+class RequestLimitsMiddleware(WrappingLayer):
+    """Enforce request limits per route, then call the wrapped app.
+
+    Calling the layer runs its request path, ``requestgate.RequestLimitsCall``
+    in ``wsgishield._fast``: one ``admit()`` call checks the request and, for
+    a JSON or schema body with a Content-Length, reads, pre-scans and decodes
+    the body. A request that passes untraced goes on to the app from there;
+    the other outcomes come back to :meth:`finish`.
+    """
 
     def __init__(
         self,
@@ -286,6 +275,7 @@ class RequestLimitsMiddleware:
         self.unsupported_encoding = problem(
             415, "unsupported-content-encoding", "Unsupported Content Encoding"
         )
+        self.fast_call = RequestLimitsCall(self)
 
     @classmethod
     def from_policy(
@@ -309,160 +299,106 @@ class RequestLimitsMiddleware:
             problem_type_base=policy.problem_type_base,
         )
 
-    def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
+    def finish(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        outcome: int,
+        detail: Any,
     ) -> Iterable[bytes]:
+        """Act on an outcome of admit(): read, reject, trace, stream or pass on."""
         route = environ.get(_ROUTE)
         limits = (
             self.default if route is None else self.by_route.get(route.id, self.default)
         )
-        method = environ.get("REQUEST_METHOD", "")
-        validate = method in limits.validated_methods
-
-        try:
-            self._check_head(environ, method, limits)
-            length = self._body_length(environ, limits)
-            body = "no body"
-            if length != 0 or validate:
-                json_body, coding = self._check_body_type(
-                    environ, limits, length, validate
-                )
-                body = "streamed"
-                if json_body or validate or coding is not None:
-                    body = "buffered"
-                    self._buffer(environ, limits, length, coding, json_body, validate)
-        except _Rejected as rejection:
-            return self._reject(environ, start_response, rejection)
+        if outcome >= READ_BODY:
+            try:
+                if outcome == READ_BODY:
+                    outcome, detail = self._read_body(environ, limits, *detail)
+                if outcome >= REJECTED:
+                    raise self._rejection(outcome, detail, limits)
+            except _Rejected as rejection:
+                return self._reject(environ, start_response, rejection)
 
         trace: list[tuple[str, str, Any]] | None = environ.get(_TRACE)
         if trace is not None:
-            trace.append(("request", "allowed", body))
+            trace.append(("request", "allowed", _BODY_HANDLING[outcome]))
 
-        if body == "streamed":
-            return self._stream(environ, start_response, limits, length)
-        return self.app(environ, start_response)
+        if outcome == STREAMED:
+            return self._stream(environ, start_response, limits, detail)
+        return self._call_app(environ, start_response)
 
-    def _check_head(
-        self, environ: WSGIEnvironment, method: str, limits: _RouteLimits
-    ) -> None:
-        """Check the method, the request target and the header fields."""
-        if method not in limits.methods:
-            raise _Rejected(limits.method_not_allowed, "method-not-allowed")
-        if request_target_length(environ) > limits.max_url_bytes:
-            raise _Rejected(limits.uri_too_long, "uri-too-long")
-        count, size = header_totals(environ)
-        if count > limits.max_headers or size > limits.max_header_bytes:
-            raise _Rejected(limits.headers_too_large, "headers-too-large")
-
-    def _body_length(
-        self, environ: WSGIEnvironment, limits: _RouteLimits
-    ) -> int | None:
-        """Return the declared body length, 0 for none, or None for a chunked body."""
-        length_text = environ.get("CONTENT_LENGTH", "")
-        transfer_coding = environ.get("HTTP_TRANSFER_ENCODING")
-
-        if transfer_coding is not None:
-            # RFC 9112, section 6.1: a request with both may be an attempt at
-            # request smuggling, and chunked must be the final coding.
-            if length_text:
-                raise self._framing(
-                    "The request has both Content-Length and Transfer-Encoding."
-                )
-            if transfer_coding.strip().lower() != "chunked":
-                raise self._framing("Transfer-Encoding must be chunked.")
-            if not environ.get("wsgi.input_terminated"):
-                raise _Rejected(self.length_required, "length-required")
-            return None
-
-        if not length_text:
-            return 0
-        try:
-            length = parse_content_length(length_text)
-        except ValueError:
-            raise self._framing("Content-Length is not a number.") from None
-        if length > limits.max_body:
-            raise _Rejected(
-                self.body_too_large,
-                "body-too-large",
-                f"The body is larger than {limits.max_body} bytes.",
-            )
-        return length
-
-    def _check_body_type(
-        self,
-        environ: WSGIEnvironment,
-        limits: _RouteLimits,
-        length: int | None,
-        validate: bool,
-    ) -> tuple[bool, str | None]:
-        """Check the media type and content coding.
-
-        Returns whether the body is JSON, and the coding to inflate, if any.
-        """
-        content_type = environ.get("CONTENT_TYPE", "")
-        verdict = limits.body_types.get(content_type) or limits.body_type(content_type)
-        json_body, type_accepted = verdict
-        if (length != 0 and not type_accepted) or (validate and not json_body):
-            raise _Rejected(limits.unsupported_media_type, "unsupported-media-type")
-
-        content_encoding = environ.get("HTTP_CONTENT_ENCODING", "")
-        if not content_encoding or content_encoding.strip().lower() == "identity":
-            return json_body, None
-        coding = content_coding(content_encoding) if limits.decompress else None
-        if coding is None:
-            # RFC 7694, section 3: name the codings that are accepted.
-            accepted = "gzip, deflate" if limits.decompress else "identity"
-            raise _Rejected(
-                self.unsupported_encoding,
-                "unsupported-content-encoding",
-                f"Accepted content codings: {accepted}.",
-                headers=[("Accept-Encoding", accepted)],
-            )
-        return json_body, coding
-
-    def _buffer(
+    def _read_body(
         self,
         environ: WSGIEnvironment,
         limits: _RouteLimits,
         length: int | None,
         coding: str | None,
+        start: bytes | None,
         json_body: bool,
         validate: bool,
-    ) -> None:
-        """Read the whole body, check it, and give the app a fresh ``wsgi.input``."""
+    ) -> tuple[int, Any]:
+        """Read a chunked, compressed or short-read body, then check it like admit()."""
         try:
-            body = read_body(environ["wsgi.input"], limits.max_body, length)
+            body = read_body(environ["wsgi.input"], limits.max_body, length, start)
             if coding is not None:
                 body = inflate(body, coding, limits.max_body, limits.max_inflate_ratio)
         except RequestBodyError as exc:
             raise self._body_error(exc) from None
 
-        # The pre-scan rejects JSON nested or sized past the limits before any
-        # decoder runs.
-        if json_body:
-            verdict, offset = scan_json(
-                body, limits.json_max_depth, limits.json_max_tokens
+        outcome, detail = gate.check_body(
+            environ, limits.gate, body, json_body, validate
+        )
+        if outcome == gate.BUFFERED:
+            if length is None:
+                # admit() rejects Transfer-Encoding beside a Content-Length,
+                # so only a chunked body, which has no length, still carries it.
+                environ.pop("HTTP_TRANSFER_ENCODING", None)
+            if coding is not None:
+                environ.pop("HTTP_CONTENT_ENCODING", None)
+        return outcome, detail
+
+    def _rejection(self, outcome: int, detail: Any, limits: _RouteLimits) -> _Rejected:
+        """Return the rejection for an outcome of admit() or check_body()."""
+        if outcome == gate.METHOD_NOT_ALLOWED:
+            return _Rejected(limits.method_not_allowed, "method-not-allowed")
+        if outcome == gate.URI_TOO_LONG:
+            return _Rejected(limits.uri_too_long, "uri-too-long")
+        if outcome == gate.HEADERS_TOO_LARGE:
+            return _Rejected(limits.headers_too_large, "headers-too-large")
+        if outcome == gate.CONFLICTING_FRAMING:
+            return self._framing(
+                "The request has both Content-Length and Transfer-Encoding."
             )
-            if verdict != OK:
-                raise self._scan_error(verdict, offset, limits)
-
-        # The same bytes go to the route's decoder, with no second read.
-        if validate and limits.decode is not None and limits.schema is not None:
-            try:
-                environ[_BODY] = limits.decode(body)
-            except msgspec.DecodeError as exc:
-                error = limits.schema.error(body, exc)
-                raise self._schema_error(error, body) from None
-
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        environ["wsgi.input_terminated"] = True
-        if length is None:
-            # _body_length() rejects Transfer-Encoding beside a Content-Length,
-            # so only a chunked body, which has no length, still carries it.
-            environ.pop("HTTP_TRANSFER_ENCODING", None)
-        if coding is not None:
-            environ.pop("HTTP_CONTENT_ENCODING", None)
+        if outcome == gate.TRANSFER_CODING_NOT_CHUNKED:
+            return self._framing("Transfer-Encoding must be chunked.")
+        if outcome == gate.LENGTH_REQUIRED:
+            return _Rejected(self.length_required, "length-required")
+        if outcome == gate.INVALID_CONTENT_LENGTH:
+            return self._framing("Content-Length is not a number.")
+        if outcome == gate.BODY_TOO_LARGE:
+            return _Rejected(
+                self.body_too_large,
+                "body-too-large",
+                f"The body is larger than {limits.max_body} bytes.",
+            )
+        if outcome == gate.UNSUPPORTED_MEDIA_TYPE:
+            return _Rejected(limits.unsupported_media_type, "unsupported-media-type")
+        if outcome == gate.UNSUPPORTED_CONTENT_CODING:
+            # RFC 7694, section 3: name the codings that are accepted.
+            accepted = "gzip, deflate" if limits.decompress else "identity"
+            return _Rejected(
+                self.unsupported_encoding,
+                "unsupported-content-encoding",
+                f"Accepted content codings: {accepted}.",
+                headers=[("Accept-Encoding", accepted)],
+            )
+        if outcome in (gate.JSON_TOO_DEEP, gate.JSON_TOO_MANY_TOKENS):
+            return self._scan_error(outcome, detail, limits)
+        if outcome == gate.DECODE_FAILED and limits.schema is not None:
+            failure, body = detail
+            return self._schema_error(limits.schema.error(body, failure), body)
+        raise RuntimeError(f"unknown request gate outcome {outcome}")
 
     def _schema_error(self, error: SchemaError, body: bytes) -> _Rejected:
         if error.status == 422:
@@ -473,8 +409,8 @@ class RequestLimitsMiddleware:
         detail = error.detail if body else "The body is empty."
         return _Rejected(self.invalid_json, "invalid-json", detail)
 
-    def _scan_error(self, verdict: int, offset: int, limits: _RouteLimits) -> _Rejected:
-        if verdict == TOO_DEEP:
+    def _scan_error(self, outcome: int, offset: int, limits: _RouteLimits) -> _Rejected:
+        if outcome == gate.JSON_TOO_DEEP:
             return _Rejected(
                 self.invalid_json,
                 "json-too-deep",
@@ -500,7 +436,7 @@ class RequestLimitsMiddleware:
         response = _HeldResponse(start_response)
 
         try:
-            result = self.app(environ, response.start_response)
+            result = self._call_app(environ, response.start_response)
         except Exception:
             # The app may raise our error, or its own after catching ours.
             if body.error is None or response.forwarded:

@@ -6,13 +6,13 @@ The matched :class:`~wsgishield.routes.Route` (or ``None``) goes under
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .. import context
+from .._fast.layercall import RouteCall
+from ._chain import WrappingLayer
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import WSGIApplication
 
     from ..policy import Policy
     from ..routes import RouteTable
@@ -20,12 +20,17 @@ if TYPE_CHECKING:
 __all__ = ["RouteMiddleware"]
 
 
-class RouteMiddleware:
-    """Match method and path against a :class:`~wsgishield.routes.RouteTable`."""
+class RouteMiddleware(WrappingLayer):
+    """Match method and path against a :class:`~wsgishield.routes.RouteTable`.
+
+    Calling the layer runs its request path, ``layercall.RouteCall`` in
+    ``wsgishield._fast``, which matches through the table's memo.
+    """
 
     def __init__(self, app: WSGIApplication, *, routes: RouteTable) -> None:
         self.app = app
         self.routes = routes
+        self.fast_call = RouteCall(self)
 
     @classmethod
     def from_policy(
@@ -34,17 +39,3 @@ class RouteMiddleware:
         if not routes.routes:
             return None
         return cls(app, routes=routes)
-
-    def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Iterable[bytes]:
-        route = self.routes.match(
-            environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
-        )
-        environ[context.ROUTE] = route
-
-        trace: list[tuple[str, str, Any]] | None = environ.get(context.TRACE)
-        if trace is not None:
-            trace.append(("route", route.id if route else "(none)", route))
-
-        return self.app(environ, start_response)
