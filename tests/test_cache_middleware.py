@@ -743,6 +743,41 @@ def test_stale_while_revalidate_one_refresh(store: Any, clock: FakeClock) -> Non
     assert app.count("/q") == 2
 
 
+def wait_for_refreshes(cache: Any) -> None:
+    deadline = time.monotonic() + 10
+    while cache._refreshing and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_stale_lookup_after_refresh_calls_app_once(
+    store: Any, clock: FakeClock
+) -> None:
+    # A request that read the stale entry just before another refresh stored
+    # a fresh one and released its slot must not refresh a second time.
+    app = CountingApp({"/q": numbered})
+    cache = build(app, {"/q": {"ttl": 10, "stale_while_revalidate": 60}}, store, clock)
+    call(cache, "/q")
+    clock.advance(15)
+
+    lookup = cache._lookup
+    stale_lookups: list[Any] = []
+
+    def remembering(*args: Any) -> Any:
+        result = lookup(*args)
+        stale_lookups.append(result)
+        return result
+
+    cache._lookup = remembering
+    call(cache, "/q")
+    wait_for_refreshes(cache)
+    cache._lookup = lambda *args: stale_lookups[0]
+    late = call(cache, "/q")
+    wait_for_refreshes(cache)
+
+    assert "detail=stale-while-revalidate" in (late.header("Cache-Status") or "")
+    assert app.count("/q") == 2
+
+
 def test_stale_if_error_replaces_500(store: Any, clock: FakeClock) -> None:
     def failing(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
         if environ["test.call_number"] > 1:

@@ -975,6 +975,8 @@ class CacheMiddleware:
         token: str,
     ) -> None:
         try:
+            if self._refreshed_since(lookup):
+                return
             app_environ = self._app_environ(environ, settings)
             response = self._read(app_environ, settings)
             _close(response.result)
@@ -988,6 +990,20 @@ class CacheMiddleware:
                 self._release_lease(lookup.key, token)
             with self._lock:
                 self._refreshing.discard(lookup.key)
+
+    def _refreshed_since(self, lookup: _Lookup) -> bool:
+        """Tell whether a fresh entry replaced the stale one after the lookup.
+
+        The request that started this refresh read its entry before taking
+        the refresh slot and the lease, so another refresh may have stored a
+        fresh entry in between and released both. Refreshing again would
+        call the app once more for nothing.
+        """
+        try:
+            current = self.store.get(lookup.key)
+        except StoreError:
+            return False
+        return isinstance(current, Entry) and current.remaining(self.clock()) > 0
 
     # -- invalidation -------------------------------------------------------
 
