@@ -78,12 +78,34 @@ TWIN_TABLE = twin.PrefixTable(NETWORKS)
 PROBE_VALUES = [compiled.parse_host(text) for text in PROBE_TEXTS]
 
 
-def _build_pytricia() -> Any:
-    tree = pytricia.PyTricia(128)
+class _FamilyTries:
+    """One pytricia tree per address family.
+
+    pytricia 1.3 compares an IPv6 address against IPv4 prefixes in a shared
+    tree by its leading bits, so ``59.9.0.0/16`` matched ``3b09::1``; a
+    tree per family gives the longest-prefix answer.
+    """
+
+    def __init__(self) -> None:
+        self.ipv4 = pytricia.PyTricia(32)
+        self.ipv6 = pytricia.PyTricia(128)
+
+    def tree(self, text: str) -> Any:
+        return self.ipv6 if ":" in text else self.ipv4
+
+    def get(self, text: str) -> Any:
+        return (self.ipv6 if ":" in text else self.ipv4).get(text)
+
+
+def _build_pytricia() -> _FamilyTries:
+    tries = _FamilyTries()
     for rule, text in enumerate(TEXTS):
-        if text not in tree:
+        tree = tries.tree(text)
+        # "in" is true for any covering prefix; has_key is the exact prefix.
+        # The first rule of a prefix wins, as in PrefixTable.
+        if not tree.has_key(text):
             tree[text] = rule
-    return tree
+    return tries
 
 
 TRIE = _build_pytricia()
