@@ -166,6 +166,10 @@ class LimitedInput:
         return min(size, self._limit + 1 - self._consumed)
 
     def _account(self, data: bytes, requested: int) -> bytes:
+        if len(data) > requested:
+            # PEP 3333 allows no longer read, and counting one would leave a
+            # negative remainder that the loops here never reach zero from.
+            data = data[:requested]
         self._consumed += len(data)
         if self._length is None:
             if self._consumed > self._limit:
@@ -213,8 +217,10 @@ def read_body(
     if length is not None:
         # The usual case, one read of a sized body within the limit.
         data = stream.read(length) if start is None else start
-        if len(data) == length:
-            return data
+        if len(data) >= length:
+            # An input that returns more than requested breaks PEP 3333, and
+            # the bytes past Content-Length are not this request's body.
+            return data[:length]
         rest = LimitedInput(stream, limit, length - len(data))
         try:
             return data + rest.read()
