@@ -174,6 +174,30 @@ def test_overlong_input_read_keeps_declared_bytes(headers: dict[str, str]) -> No
     assert app.seen == [b"[1, 2]"]
 
 
+class BadChunkStream:
+    """An input that fails as Gunicorn's does on a malformed chunk size line."""
+
+    def read(self, size: int = -1) -> bytes:
+        raise ValueError("invalid chunk size")
+
+    def readline(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+
+@pytest.mark.parametrize(
+    "headers", [JSON, {"Content-Type": "text/plain"}], ids=["json", "streamed"]
+)
+def test_server_read_error_is_400(headers: dict[str, str]) -> None:
+    app = EchoApp()
+    environ = make_environ("POST", "/", body=b"[1]", chunked=True, headers=headers)
+    environ["wsgi.input"] = BadChunkStream()
+
+    response = call(Shield(app, policy=POLICY), environ)
+
+    assert response.status_code == 400
+    assert response.json()["type"].endswith("invalid-body")
+
+
 def test_lying_length_json_is_400_before_app() -> None:
     app = EchoApp()
 
