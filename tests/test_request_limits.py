@@ -141,6 +141,63 @@ def test_short_length_reads_declared_bytes() -> None:
     assert app.seen == [b"x" * 10]
 
 
+class OverlongStream:
+    """An input that ignores the requested size and never ends, as no server should."""
+
+    def __init__(self, chunk: bytes) -> None:
+        self.chunk = chunk
+        self.reads = 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        if self.reads > 50:
+            raise AssertionError("read past the declared length")
+        return self.chunk
+
+    def readline(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+
+@pytest.mark.parametrize(
+    "headers", [JSON, {"Content-Type": "text/plain"}], ids=["json", "streamed"]
+)
+def test_overlong_input_read_keeps_declared_bytes(headers: dict[str, str]) -> None:
+    # A read that returns more than the declared length must not leave a
+    # negative remainder, which made the body loop read on without end.
+    app = EchoApp()
+    environ = make_environ("POST", "/", body=b"[1, 2]", headers=headers)
+    environ["wsgi.input"] = OverlongStream(b"[1, 2]  [3, 4]")
+
+    response = call(Shield(app, policy=POLICY), environ)
+
+    assert response.status_code == 200
+    assert app.seen == [b"[1, 2]"]
+
+
+class BadChunkStream:
+    """An input that fails as Gunicorn's does on a malformed chunk size line."""
+
+    def read(self, size: int = -1) -> bytes:
+        raise ValueError("invalid chunk size")
+
+    def readline(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+
+@pytest.mark.parametrize(
+    "headers", [JSON, {"Content-Type": "text/plain"}], ids=["json", "streamed"]
+)
+def test_server_read_error_is_400(headers: dict[str, str]) -> None:
+    app = EchoApp()
+    environ = make_environ("POST", "/", body=b"[1]", chunked=True, headers=headers)
+    environ["wsgi.input"] = BadChunkStream()
+
+    response = call(Shield(app, policy=POLICY), environ)
+
+    assert response.status_code == 400
+    assert response.json()["type"].endswith("invalid-body")
+
+
 def test_lying_length_json_is_400_before_app() -> None:
     app = EchoApp()
 

@@ -25,8 +25,8 @@ The middleware that applies these rules is
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import NoReturn, Protocol
 
 from ._fast._requestgate_common import (
     CONTENT_CODINGS,
@@ -96,7 +96,7 @@ class BodyIncomplete(RequestBodyError):
 
 
 class InvalidBody(RequestBodyError):
-    """The compressed body is corrupt or carries trailing data."""
+    """The body is corrupt: a bad compressed stream, trailing data or framing."""
 
     status = 400
     reason = "invalid-encoding"
@@ -132,14 +132,14 @@ class LimitedInput:
         allowed = self._allowed(size)
         if allowed == 0:
             return b""
-        return self._account(self._stream.read(allowed), allowed)
+        return self._account(self._read_input(self._stream.read, allowed), allowed)
 
     def readline(self, size: int | None = -1, /) -> bytes:
         """Read one line, or up to ``size`` bytes of it."""
         allowed = self._allowed(READ_SIZE if size is None or size < 0 else size)
         if allowed == 0:
             return b""
-        return self._account(self._stream.readline(allowed), allowed)
+        return self._account(self._read_input(self._stream.readline, allowed), allowed)
 
     def readlines(self, hint: int = -1, /) -> list[bytes]:
         """Read lines until the body ends, or ``hint`` bytes have been read."""
@@ -166,6 +166,10 @@ class LimitedInput:
         return min(size, self._limit + 1 - self._consumed)
 
     def _account(self, data: bytes, requested: int) -> bytes:
+        if len(data) > requested:
+            # PEP 3333 allows no longer read. Counting one would leave a
+            # negative remainder that the loops here never reach zero from.
+            data = data[:requested]
         self._consumed += len(data)
         if self._length is None:
             if self._consumed > self._limit:
@@ -187,13 +191,29 @@ class LimitedInput:
             allowed = self._allowed(READ_SIZE)
             if allowed == 0:
                 break
-            chunk = self._account(self._stream.read(allowed), allowed)
+            chunk = self._account(self._read_input(self._stream.read, allowed), allowed)
             if not chunk:
                 break
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _fail(self, error: RequestBodyError) -> None:
+    def _read_input(self, read: Callable[[int], bytes], size: int) -> bytes:
+        """Read from the server's input, turning its errors into ``InvalidBody``.
+
+        A server raises its own exception types on a malformed body: Gunicorn
+        27, for one, raises ``InvalidChunkSize``, which is no ``OSError``, on a
+        bad chunk size line. That is the client's fault, so it gets a 400.
+        """
+        try:
+            return read(size)
+        except RequestBodyError:
+            raise
+        except Exception as exc:
+            error = InvalidBody("The body could not be read: its framing is invalid.")
+            error.__cause__ = exc
+            self._fail(error)
+
+    def _fail(self, error: RequestBodyError) -> NoReturn:
         if self.error is None:
             self.error = error
         raise self.error
@@ -213,8 +233,10 @@ def read_body(
     if length is not None:
         # The usual case, one read of a sized body within the limit.
         data = stream.read(length) if start is None else start
-        if len(data) == length:
-            return data
+        if len(data) >= length:
+            # An input that returns more than requested breaks PEP 3333, and
+            # the bytes past Content-Length are not this request's body.
+            return data[:length]
         rest = LimitedInput(stream, limit, length - len(data))
         try:
             return data + rest.read()
