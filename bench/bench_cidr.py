@@ -82,8 +82,8 @@ class _FamilyTries:
     """One pytricia tree per address family.
 
     pytricia 1.3 compares an IPv6 address against IPv4 prefixes in a shared
-    tree by its leading bits, so ``59.9.0.0/16`` matched ``3b09::1``; a
-    tree per family gives the longest-prefix answer.
+    tree by its leading bits, so ``59.9.0.0/16`` matched ``3b09::1``. A
+    tree per family returns the longest matching prefix.
     """
 
     def __init__(self) -> None:

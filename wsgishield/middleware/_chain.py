@@ -1,4 +1,4 @@
-"""How one layer calls the next with as little interpreter work as possible.
+"""Layer-to-layer calls with as little interpreter work as possible.
 
 CPython 3.11 calls an instance of a class with a Python ``__call__`` through
 a C slot that looks the method up and starts a new interpreter loop. A bound

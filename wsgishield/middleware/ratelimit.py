@@ -128,7 +128,7 @@ class _Plan:
         self.ip_key_prefixes: tuple[str, ...] | None = None
         if all(limit.key == _IP_ONLY for limit in self.limits):
             self.ip_key_prefixes = tuple(limit.id + "|" for limit in self.limits)
-        # Enforced policies whose full bucket holds fewer tokens than the
+        # Enforced policies whose full bucket contains fewer tokens than the
         # cost. A request that any of them applies to can never be admitted.
         self.too_costly = tuple(
             limit

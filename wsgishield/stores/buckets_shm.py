@@ -124,8 +124,9 @@ class SharedMemoryBucketStore:
     def prepare(self, limits: Sequence[Limit], cost: int, *, fields: bool) -> Admission:
         """Prepare the policies of one route for :meth:`admit`.
 
-        Every policy must be keyed by the client address alone and none may
-        be in shadow mode; ``fields`` asks for the IETF ``RateLimit`` fields.
+        Every policy must be keyed by the client address alone, and none may
+        be in shadow mode. With ``fields`` true, ``admit`` formats the IETF
+        ``RateLimit`` fields.
         """
         return self.admission_class(limits, cost, fields=fields)
 
@@ -133,7 +134,7 @@ class SharedMemoryBucketStore:
         """Admit one request of a prepared route in one kernel call.
 
         Returns the response fields of an admitted request, or ``None`` when
-        the request was denied (nothing consumed) or the table failed; the
+        the request was denied (nothing consumed) or the table failed. The
         caller then takes :meth:`apply`, which reports both in full. The
         kernel writes the same buckets as :meth:`apply` does.
         """
