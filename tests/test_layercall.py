@@ -227,10 +227,71 @@ def test_shield_calls_fast_calls() -> None:
     client, route = shield.layers
 
     if _fast.NO_EXTENSIONS:
-        assert shield._stack.__self__ is client.fast_call
+        assert shield.fast_call.__self__ is client.fast_call
     else:
-        assert shield._stack is client.fast_call
+        assert shield.fast_call is client.fast_call
         assert client.fast_call.app is route.fast_call
+
+
+def test_swapping_a_hop_for_an_app_and_back() -> None:
+    # The request limits hop follows the route hop; replacing it by a plain
+    # app, then restoring it, sends requests where the layer's app says.
+    recorder = Recorder()
+    shield = Shield(recorder, policy={"routes": [{"id": "a", "path": "/a"}]})
+    gated = Shield(recorder, policy={"routes": [{"id": "a", "path": "/a"}], "request": {}})
+    route_layer = gated.layers[1]
+    limits = route_layer.app
+
+    other = Recorder()
+    route_layer.app = other
+    call(gated, "/a")
+    assert (len(other.seen), len(recorder.seen)) == (1, 0)
+
+    route_layer.app = limits
+    assert call(gated, "/a", method="BREW").status.startswith("405")
+    call(shield, "/a")
+    assert (len(other.seen), len(recorder.seen)) == (1, 1)
+
+
+def test_python_subclass_of_a_hop_is_called() -> None:
+    # A compiled hop passes requests to a compiled hop by a C method call.
+    # A Python subclass may override __call__, so it is called as an app.
+    if _fast.NO_EXTENSIONS:
+        pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")
+    compiled = load_twin("layercall", "compiled")
+    calls: list[str] = []
+
+    class CountingRouteCall(compiled.RouteCall):  # type: ignore[misc, name-defined]
+        def __call__(self, environ: Any, start_response: Any) -> Any:
+            calls.append(environ["PATH_INFO"])
+            return super().__call__(environ, start_response)
+
+    route = RouteMiddleware(Recorder(), routes=RouteTable(ROUTES))
+    route.fast_call = CountingRouteCall(route)
+    client = ClientAddressMiddleware(route)
+
+    call(client, "/health")
+    assert calls == ["/health"]
+
+
+def test_entry_calls_any_fast_call() -> None:
+    # Entry runs fast_call for any environ: a dict goes to a compiled first
+    # hop directly, anything else through the call.
+    recorder = Recorder()
+    layer = RouteMiddleware(recorder, routes=RouteTable(ROUTES))
+
+    class Environ(dict):  # type: ignore[type-arg]
+        pass
+
+    call(layer, "/health")
+    layer(Environ(make_environ("GET", "/health")), lambda *args: None)
+    layer.fast_call = recorder
+    call(layer, "/health")
+    assert [seen[context.ROUTE] is not None for seen in recorder.seen] == [
+        True,
+        True,
+        False,
+    ]
 
 
 def test_layer_call_compiled_loaded() -> None:

@@ -12,10 +12,9 @@ table between them.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from ._fast.layercall import Entry
 from .errors import ConfigurationError
 from .middleware import (
     AccessMiddleware,
@@ -33,7 +32,7 @@ from .policy import Policy, PolicySource, load_policy
 from .routes import Route, RouteTable
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import WSGIApplication
 
 __all__ = ["LAYERS", "Shield", "build_route_table"]
 
@@ -71,12 +70,15 @@ def build_route_table(policy: Policy) -> RouteTable:
     return RouteTable(routes, cache_size=policy.route_cache_size)
 
 
-class Shield:
+class Shield(Entry):
     """The composed middleware stack for one policy.
 
     ``policy`` is a TOML file path, a mapping, a :class:`Policy` or ``None``
     for the empty policy. Everything is validated and compiled here; a bad
     policy raises :class:`~wsgishield.errors.ConfigurationError`.
+
+    Calling the shield calls ``fast_call``, the outermost layer's fastest
+    callable, with no Python frame of the shield's own in between.
     """
 
     def __init__(self, app: WSGIApplication, policy: PolicySource = None) -> None:
@@ -91,16 +93,4 @@ class Shield:
             if wrapped is not None:
                 stack = wrapped
                 self.layers.insert(0, wrapped)
-        self._stack = direct_call(stack)
-
-    if TYPE_CHECKING:
-
-        def __call__(
-            self, environ: WSGIEnvironment, start_response: StartResponse
-        ) -> Iterable[bytes]: ...
-
-    else:
-        # shield(...) looks __call__ up on the type and calls what this
-        # property returns: the outermost layer's fastest callable, with no
-        # Python frame of the shield's own in between.
-        __call__ = property(operator.attrgetter("_stack"))
+        self.fast_call = direct_call(stack)

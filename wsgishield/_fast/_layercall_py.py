@@ -11,12 +11,20 @@ callable, which the middleware updates when its ``app`` changes.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..context import CLIENT, CLIENT_IP, IDENTITY, ROUTE, SCHEME, TRACE
 
-__all__ = ["COMPILED", "ClientAddressCall", "RouteCall", "SecurityHeadersCall"]
+__all__ = [
+    "COMPILED",
+    "ClientAddressCall",
+    "Entry",
+    "Hop",
+    "RouteCall",
+    "SecurityHeadersCall",
+]
 
 COMPILED = False
 
@@ -25,15 +33,46 @@ COMPILED = False
 _NOT_CACHED: Any = object()
 
 
-class ClientAddressCall:
+class Hop:
+    """A request path that passes the request on to ``app``.
+
+    The compiled hops pass it to a compiled ``app`` with a C method call;
+    here every ``app`` is simply called.
+    """
+
+    __slots__ = ("app",)
+
+    app: Any
+
+
+class Entry:
+    """Calling an instance calls its ``fast_call``.
+
+    ``Shield`` and the layers with a compiled request path derive from it.
+    """
+
+    fast_call: Any = None
+
+    if TYPE_CHECKING:
+
+        def __call__(self, environ: Any, start_response: Any) -> Iterable[bytes]: ...
+
+    else:
+        # obj(...) looks __call__ up on the type and calls what this property
+        # returns, so no Python frame of the object's own runs first.
+        __call__ = property(operator.attrgetter("fast_call"))
+
+
+class ClientAddressCall(Hop):
     """Resolve the client address and scheme, store them, and call ``app``."""
 
-    __slots__ = ("app", "fallbacks", "key_names", "memo", "resolver", "set_remote_addr")
+    __slots__ = ("fallbacks", "key_names", "memo", "resolver", "set_remote_addr")
 
     def __init__(self, layer: Any) -> None:
         self.app = layer._call_app
         self.resolver = layer.resolver
-        self.memo = layer.resolver.cached
+        # The resolver's memo; resolve() looks it up.
+        self.memo = layer.resolver._memo
         self.key_names = tuple(layer.resolver.memo_key_names)
         self.fallbacks = layer._fallbacks
         self.set_remote_addr = bool(layer.set_remote_addr)
@@ -58,21 +97,20 @@ class ClientAddressCall:
         return result
 
 
-class RouteCall:
+class RouteCall(Hop):
     """Find the route rule of a request, store it, and call ``app``."""
 
-    __slots__ = ("app", "memo", "routes")
+    __slots__ = ("memo", "routes")
 
     def __init__(self, layer: Any) -> None:
         self.app = layer._call_app
         self.routes = layer.routes
-        # The route table's memo lookup, a bound dict.get: a hit costs no call
-        # to match().
-        self.memo = layer.routes.cached
+        # The route table's memo: a hit costs no call to match().
+        self.memo = layer.routes._memo
 
     def __call__(self, environ: Any, start_response: Any) -> Iterable[bytes]:
         key = (environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"))
-        route = self.memo(key, _NOT_CACHED)
+        route = self.memo.get(key, _NOT_CACHED)
         if route is _NOT_CACHED:
             route = self.routes.match(*key)
         environ[ROUTE] = route
@@ -85,7 +123,7 @@ class RouteCall:
         return result
 
 
-class SecurityHeadersCall:
+class SecurityHeadersCall(Hop):
     """Call ``app`` with a ``start_response`` that adds the route's headers.
 
     The profile is chosen per route when the request arrives. Which of its
@@ -95,7 +133,7 @@ class SecurityHeadersCall:
     is off.
     """
 
-    __slots__ = ("app", "by_route", "catch_errors", "default", "layer")
+    __slots__ = ("by_route", "catch_errors", "default", "layer")
 
     def __init__(self, layer: Any) -> None:
         self.app = layer._call_app
