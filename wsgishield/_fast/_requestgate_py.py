@@ -15,6 +15,7 @@ for a body the middleware read itself.
 from __future__ import annotations
 
 import io
+import operator
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -24,6 +25,7 @@ from ..context import BODY, ROUTE, TRACE
 from ._headerscan_py import header_totals
 from ._jsonscan_common import OK, TOO_DEEP
 from ._jsonscan_py import scan_json
+from ._layercall_py import Hop
 from ._requestgate_common import (
     BODY_TOO_LARGE,
     BUFFERED,
@@ -52,7 +54,14 @@ from ._requestgate_common import (
     request_target_length,
 )
 
-__all__ = ["COMPILED", "RequestGate", "RequestLimitsCall", "admit", "check_body"]
+__all__ = [
+    "COMPILED",
+    "BufferedInput",
+    "RequestGate",
+    "RequestLimitsCall",
+    "admit",
+    "check_body",
+]
 
 COMPILED = False
 
@@ -228,13 +237,175 @@ def check_body(
             environ[BODY] = gate.decode(body)
         except msgspec.DecodeError as exc:
             return DECODE_FAILED, (exc, body)
-    environ["wsgi.input"] = io.BytesIO(body)
+    environ["wsgi.input"] = BufferedInput(body)
     environ["CONTENT_LENGTH"] = str(len(body))
     environ["wsgi.input_terminated"] = True
     return BUFFERED, None
 
 
-class RequestLimitsCall:
+_CLOSED = "I/O operation on closed file."
+_SSIZE_MAX = (1 << 63) - 1
+
+
+def _ssize(value: Any) -> int:
+    """Return ``value`` as an index that fits a C ``Py_ssize_t``, as BytesIO needs."""
+    index = operator.index(value)
+    if not -_SSIZE_MAX - 1 <= index <= _SSIZE_MAX:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    return index
+
+
+class BufferedInput:
+    """The ``wsgi.input`` an app gets once the layer has read the whole body.
+
+    A read-only binary stream over the body's bytes that reads, seeks and
+    iterates as ``io.BytesIO`` does: ``read``, ``read1``, ``readline``,
+    ``readlines``, ``readinto``, iteration, ``seek``, ``tell`` and
+    ``getvalue``. Writing raises ``io.UnsupportedOperation``.
+    """
+
+    __slots__ = ("_closed", "_data", "_position")
+
+    def __init__(self, data: bytes) -> None:
+        if type(data) is not bytes:
+            raise TypeError(f"BufferedInput needs bytes, not {type(data).__name__}")
+        self._data = data
+        self._position = 0
+        self._closed = False
+
+    def _remaining(self, size: Any) -> int:
+        if self._closed:
+            raise ValueError(_CLOSED)
+        available = max(len(self._data) - self._position, 0)
+        if size is None:
+            return available
+        size = _ssize(size)
+        return available if size < 0 else min(size, available)
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        count = self._remaining(size)
+        start = self._position
+        if start == 0 and count == len(self._data):
+            self._position = count
+            return self._data
+        self._position = start + count
+        return self._data[start : start + count]
+
+    read1 = read
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        count = self._remaining(size)
+        start = self._position
+        end = self._data.find(b"\n", start, start + count)
+        stop = start + count if end < 0 else end + 1
+        self._position = stop
+        return self._data[start:stop]
+
+    def readlines(self, hint: int | None = -1, /) -> list[bytes]:
+        limit = -1 if hint is None else _ssize(hint)
+        lines: list[bytes] = []
+        total = 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if 0 < limit <= total:
+                break
+        return lines
+
+    def readinto(self, buffer: Any, /) -> int:
+        with memoryview(buffer) as view, view.cast("B") as target:
+            count = self._remaining(len(target))
+            start = self._position
+            target[:count] = self._data[start : start + count]
+            self._position = start + count
+            return count
+
+    def __iter__(self) -> BufferedInput:
+        if self._closed:
+            raise ValueError(_CLOSED)
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        if self._closed:
+            raise ValueError(_CLOSED)
+        offset = _ssize(offset)
+        whence = operator.index(whence)
+        if whence == 0:
+            if offset < 0:
+                raise ValueError(f"negative seek value {offset}")
+            self._position = offset
+        elif whence in (1, 2):
+            base = self._position if whence == 1 else len(self._data)
+            if offset > _SSIZE_MAX - base:
+                raise OverflowError("new position too large")
+            self._position = max(base + offset, 0)
+        else:
+            raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
+        return self._position
+
+    def tell(self) -> int:
+        if self._closed:
+            raise ValueError(_CLOSED)
+        return self._position
+
+    def getvalue(self) -> bytes:
+        if self._closed:
+            raise ValueError(_CLOSED)
+        return self._data
+
+    def readable(self) -> bool:
+        if self._closed:
+            raise ValueError(_CLOSED)
+        return True
+
+    def seekable(self) -> bool:
+        if self._closed:
+            raise ValueError(_CLOSED)
+        return True
+
+    def writable(self) -> bool:
+        if self._closed:
+            raise ValueError(_CLOSED)
+        return False
+
+    def write(self, data: Any, /) -> int:
+        raise io.UnsupportedOperation("write")
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("fileno")
+
+    def isatty(self) -> bool:
+        if self._closed:
+            raise ValueError(_CLOSED)
+        return False
+
+    def flush(self) -> None:
+        if self._closed:
+            raise ValueError(_CLOSED)
+
+    def close(self) -> None:
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> BufferedInput:
+        if self._closed:
+            raise ValueError(_CLOSED)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class RequestLimitsCall(Hop):
     """Run the request limits layer's request path, and call ``app``.
 
     A request that passes with no body or a buffered one, and no trace to
@@ -243,7 +414,7 @@ class RequestLimitsCall:
     sends rejections, streams and traces.
     """
 
-    __slots__ = ("app", "default", "gates", "layer")
+    __slots__ = ("default", "gates", "layer")
 
     def __init__(self, layer: Any) -> None:
         self.app = layer._call_app

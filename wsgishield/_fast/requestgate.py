@@ -43,6 +43,7 @@ __all__ = [
     "UNSUPPORTED_CONTENT_CODING",
     "UNSUPPORTED_MEDIA_TYPE",
     "URI_TOO_LONG",
+    "BufferedInput",
     "RequestGate",
     "RequestLimitsCall",
     "admit",
@@ -51,6 +52,7 @@ __all__ = [
 
 _kernel = load_kernel("requestgate")
 
+BufferedInput = _kernel.BufferedInput
 RequestGate = _kernel.RequestGate
 RequestLimitsCall = _kernel.RequestLimitsCall
 admit = _kernel.admit
