@@ -39,7 +39,8 @@ def instances(
         "WSGISHIELD_REDIS_URL": shared_redis_server.url,
     }
     servers = [
-        GunicornServer("tests.apps.shielded_app:app", workers=2, env=env) for _ in range(2)
+        GunicornServer("tests.apps.shielded_app:app", workers=2, env=env)
+        for _ in range(2)
     ]
     try:
         for server in servers:

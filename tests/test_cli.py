@@ -179,18 +179,32 @@ def test_refresh_cloudflare_errors_exit_2(
     [("0.0.0.0/0\n", "2400:cb00::/32\n"), ("173.245.48.0/20\n", "::/0\n")],
     ids=["ipv4-everything", "ipv6-everything"],
 )
-def test_refresh_cloudflare_rejects_broad_ranges(tmp_path: Path, v4: str, v6: str) -> None:
+def test_refresh_cloudflare_rejects_broad_ranges(
+    tmp_path: Path, v4: str, v6: str
+) -> None:
     (tmp_path / "v4").write_text(v4)
     (tmp_path / "v6").write_text(v6)
-    status, _ = run("refresh-cloudflare", str(tmp_path / "v4"), str(tmp_path / "v6"), "--output", str(tmp_path / "out"))
+    status, _ = run(
+        "refresh-cloudflare",
+        str(tmp_path / "v4"),
+        str(tmp_path / "v6"),
+        "--output",
+        str(tmp_path / "out"),
+    )
     assert status == 2
 
 
 def test_explain_sends_body(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXAMPLE_JWT_SECRET", "k" * 48)
     status, output = run(
-        "explain", EXAMPLE_POLICY, "POST", "/items",
-        "--header", "Content-Type: application/json", "--data", '{"name": 1}',
+        "explain",
+        EXAMPLE_POLICY,
+        "POST",
+        "/items",
+        "--header",
+        "Content-Type: application/json",
+        "--data",
+        '{"name": 1}',
     )
     assert status == 0
     assert "request: invalid (reason schema-mismatch" in output
@@ -200,4 +214,6 @@ def test_explain_sends_body(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_check_lists_route_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXAMPLE_JWT_SECRET", "k" * 48)
     _, output = run("check", EXAMPLE_POLICY)
-    assert "route items.write: DELETE,POST,PUT /items/** [request, auth, limits]" in output
+    assert (
+        "route items.write: DELETE,POST,PUT /items/** [request, auth, limits]" in output
+    )

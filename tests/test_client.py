@@ -466,6 +466,10 @@ def test_broad_cloudflare_ranges_file_rejected(tmp_path: Any) -> None:
     ranges = tmp_path / "cloudflare.txt"
     ranges.write_text("173.245.48.0/20\n0.0.0.0/0\n")
     with pytest.raises(ConfigurationError) as raised:
-        ClientAddressResolver(trusted_proxies=["cloudflare"], source="cf-connecting-ip", cloudflare_ranges=str(ranges))
+        ClientAddressResolver(
+            trusted_proxies=["cloudflare"],
+            source="cf-connecting-ip",
+            cloudflare_ranges=str(ranges),
+        )
     assert raised.value.key == "client.cloudflare_ranges"
     assert raised.value.value == "0.0.0.0/0"

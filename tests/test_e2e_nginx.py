@@ -165,8 +165,12 @@ def test_one_instance_down_still_serves(
         assert get_json(port, "/health") == {"status": "ok"}
 
 
-def test_unknown_host_closed_without_reply(stack: tuple[int, list[GunicornServer]]) -> None:
+def test_unknown_host_closed_without_reply(
+    stack: tuple[int, list[GunicornServer]],
+) -> None:
     port, _ = stack
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
-        connection.sendall(b"GET /health HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        connection.sendall(
+            b"GET /health HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+        )
         assert connection.recv(65536) == b""
