@@ -281,7 +281,12 @@ cdef int _add_content_field(
     PyObject* value, Py_ssize_t name_length, Py_ssize_t* count, Py_ssize_t* size
 ) except -1:
     """Count CONTENT_TYPE or CONTENT_LENGTH as the header scan kernel does."""
-    if value == NULL or not PyObject_IsTrue(value):
+    if value == NULL:
+        return 0
+    if _is_str(value):
+        if _length(value) == 0:
+            return 0
+    elif not PyObject_IsTrue(value):
         return 0
     count[0] += 1
     size[0] += name_length
@@ -426,7 +431,13 @@ cdef tuple _admit(dict environ, RequestGate gate):
     if len(body) != length:
         return (READ_BODY, (length, coding, body, json_body, validate))
     return _check_body(
-        environ, gate, body, json_body, validate, _is_canonical_length(length_text)
+        environ,
+        gate,
+        body,
+        json_body,
+        validate,
+        _is_canonical_length(length_text),
+        input_terminated is True,
     )
 
 
@@ -437,11 +448,14 @@ cdef tuple _check_body(
     bint json_body,
     bint validate,
     bint length_unchanged,
+    bint terminated,
 ):
     """Pre-scan and decode ``body``, then set the fresh ``wsgi.input``.
 
     ``length_unchanged`` tells that ``CONTENT_LENGTH`` already holds the
-    text of ``len(body)``, so it is not written again.
+    text of ``len(body)``, and ``terminated`` that ``wsgi.input_terminated``
+    is already True (Gunicorn sets it on every request), so neither is
+    written again.
     """
     cdef Py_ssize_t offset = 0
     cdef Py_ssize_t size
@@ -478,7 +492,8 @@ cdef tuple _check_body(
     )
     if not length_unchanged:
         environ["CONTENT_LENGTH"] = str(len(body))
-    environ["wsgi.input_terminated"] = True
+    if not terminated:
+        environ["wsgi.input_terminated"] = True
     return _BUFFERED
 
 
@@ -511,7 +526,7 @@ def check_body(object environ, RequestGate gate, object body, bint json_body,
     """
     if type(environ) is not dict:
         return _check_body_py(environ, gate, body, json_body, validate)
-    return _check_body(<dict>environ, gate, body, json_body, validate, False)
+    return _check_body(<dict>environ, gate, body, json_body, validate, False, False)
 
 
 cdef str _CLOSED = "I/O operation on closed file."
