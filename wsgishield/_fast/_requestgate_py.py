@@ -273,9 +273,12 @@ class BufferedInput:
         self._position = 0
         self._closed = False
 
-    def _remaining(self, size: Any) -> int:
+    def _check_open(self) -> None:
         if self._closed:
             raise ValueError(_CLOSED)
+
+    def _remaining(self, size: Any) -> int:
+        self._check_open()
         available = max(len(self._data) - self._position, 0)
         if size is None:
             return available
@@ -321,8 +324,7 @@ class BufferedInput:
             return count
 
     def __iter__(self) -> BufferedInput:
-        if self._closed:
-            raise ValueError(_CLOSED)
+        self._check_open()
         return self
 
     def __next__(self) -> bytes:
@@ -332,8 +334,7 @@ class BufferedInput:
         return line
 
     def seek(self, offset: int, whence: int = 0, /) -> int:
-        if self._closed:
-            raise ValueError(_CLOSED)
+        self._check_open()
         offset = _ssize(offset)
         whence = operator.index(whence)
         if whence == 0:
@@ -350,28 +351,23 @@ class BufferedInput:
         return self._position
 
     def tell(self) -> int:
-        if self._closed:
-            raise ValueError(_CLOSED)
+        self._check_open()
         return self._position
 
     def getvalue(self) -> bytes:
-        if self._closed:
-            raise ValueError(_CLOSED)
+        self._check_open()
         return self._data
 
     def readable(self) -> bool:
-        if self._closed:
-            raise ValueError(_CLOSED)
+        self._check_open()
         return True
 
     def seekable(self) -> bool:
-        if self._closed:
-            raise ValueError(_CLOSED)
+        self._check_open()
         return True
 
     def writable(self) -> bool:
-        if self._closed:
-            raise ValueError(_CLOSED)
+        self._check_open()
         return False
 
     def write(self, data: Any, /) -> int:
@@ -381,13 +377,11 @@ class BufferedInput:
         raise io.UnsupportedOperation("fileno")
 
     def isatty(self) -> bool:
-        if self._closed:
-            raise ValueError(_CLOSED)
+        self._check_open()
         return False
 
     def flush(self) -> None:
-        if self._closed:
-            raise ValueError(_CLOSED)
+        self._check_open()
 
     def close(self) -> None:
         self._closed = True
@@ -397,8 +391,7 @@ class BufferedInput:
         return self._closed
 
     def __enter__(self) -> BufferedInput:
-        if self._closed:
-            raise ValueError(_CLOSED)
+        self._check_open()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
