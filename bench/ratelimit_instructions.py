@@ -16,11 +16,11 @@ process that callgrind runs.
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+
+from bench.instructions import per_call
 
 VARIANTS = ("bare", "shm", "memory", "flask-limiter")
 WARM_UP = 200
@@ -55,37 +55,8 @@ def run_requests(variant: str, count: int) -> None:
             once()
 
 
-def count_instructions(variant: str, count: int) -> int:
-    """Run ``variant`` with ``count`` measured requests under callgrind."""
-    with tempfile.TemporaryDirectory() as directory:
-        output = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={directory}/callgrind.out",
-                sys.executable,
-                "-m",
-                "bench.ratelimit_instructions",
-                variant,
-                str(count),
-            ],
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stderr
-    match = re.search(r"Collected : (\d+)", output)
-    if match is None:
-        raise RuntimeError(f"no instruction count in callgrind's output: {output}")
-    return int(match.group(1))
-
-
 def main() -> None:
-    per_request = {}
-    for variant in VARIANTS:
-        baseline = count_instructions(variant, 0)
-        measured = count_instructions(variant, MEASURED)
-        per_request[variant] = (measured - baseline) // MEASURED
+    per_request = per_call("bench.ratelimit_instructions", VARIANTS, MEASURED)
     bare = per_request["bare"]
     print("instructions per Flask request (callgrind)")
     for variant, count in per_request.items():
