@@ -33,7 +33,7 @@ def outcome(function: Any, *args: Any) -> tuple[str, Any]:
     """Return what a call gave: its value, or the type of what it raised."""
     try:
         value = function(*args)
-    except Exception as exc:  # noqa: BLE001 - the error type is the result
+    except Exception as exc:  # the error type is the result
         return "raised", type(exc)
     if isinstance(value, memoryview):
         value = bytes(value)
@@ -45,9 +45,7 @@ OPERATIONS = st.lists(
     st.one_of(
         st.tuples(st.sampled_from(["read", "read1", "readline", "readlines"]), SIZES),
         st.tuples(st.just("readinto"), st.integers(0, 40)),
-        st.tuples(
-            st.just("seek"), st.integers(-50, 50), st.sampled_from([0, 1, 2, 3])
-        ),
+        st.tuples(st.just("seek"), st.integers(-50, 50), st.sampled_from([0, 1, 2, 3])),
         st.tuples(
             st.sampled_from(
                 ["tell", "getvalue", "next", "close", "readable", "seekable"]
@@ -63,7 +61,9 @@ def apply(stream: Any, operation: tuple[Any, ...]) -> tuple[str, Any]:
     if name == "readinto":
         buffer = bytearray(args[0])
         result = outcome(stream.readinto, buffer)
-        return result if result[0] == "raised" else ("value", (result[1], bytes(buffer)))
+        return (
+            result if result[0] == "raised" else ("value", (result[1], bytes(buffer)))
+        )
     if name == "next":
         return outcome(next, stream)
     if name in ("read", "read1", "readline", "readlines") and args[0] == -1:

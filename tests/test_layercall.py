@@ -238,7 +238,9 @@ def test_swapping_a_hop_for_an_app_and_back() -> None:
     # app, then restoring it, sends requests where the layer's app says.
     recorder = Recorder()
     shield = Shield(recorder, policy={"routes": [{"id": "a", "path": "/a"}]})
-    gated = Shield(recorder, policy={"routes": [{"id": "a", "path": "/a"}], "request": {}})
+    gated = Shield(
+        recorder, policy={"routes": [{"id": "a", "path": "/a"}], "request": {}}
+    )
     route_layer = gated.layers[1]
     limits = route_layer.app
 
