@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import flask
 import msgspec
@@ -349,3 +349,33 @@ def test_many_failing_items_capped() -> None:
     _, response = post("/orders", json.dumps(body).encode())
 
     assert len(errors_of(response)) == MAX_FIELD_ERRORS
+
+
+def test_each_failing_scalar_item_and_dict_value_listed() -> None:
+    class Survey(msgspec.Struct):
+        scores: list[Annotated[int, msgspec.Meta(ge=0)]]
+        labels: dict[str, str]
+        tags: tuple[str, ...] = ()
+
+    body = b'{"scores": [1, -1, "x"], "labels": {"a": "b", "c/d": 3}, "tags": ["t", 4]}'
+    with pytest.raises(SchemaError) as raised:
+        BodySchema(Survey).decode(body)
+
+    assert [error.pointer for error in raised.value.errors] == [
+        "/scores/1",
+        "/scores/2",
+        "/labels/c~1d",
+        "/tags/1",
+    ]
+
+
+def test_bad_dict_key_reported_whole() -> None:
+    class Counts(msgspec.Struct):
+        by_id: dict[int, int]
+
+    with pytest.raises(SchemaError) as raised:
+        BodySchema(Counts).decode(b'{"by_id": {"1": 2, "x": 3}}')
+
+    assert [(error.pointer, error.detail) for error in raised.value.errors] == [
+        ("/by_id", "object key: Expected `int`, got `str`")
+    ]

@@ -28,6 +28,7 @@ pass descends into nested structs and lists of structs.
 
 from __future__ import annotations
 
+import collections.abc
 import importlib
 import re
 import typing
@@ -59,7 +60,10 @@ MAX_KEY_CHARS = 64
 
 _registry: dict[str, type[msgspec.Struct]] = {}
 
-_PATH = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+# msgspec names a bad object key as "- at `key` in `$.path`".
+_PATH = re.compile(
+    r"^(?P<message>.*) - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$", re.DOTALL
+)
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 _UNKNOWN_FIELD = re.compile(
     r"^Object contains unknown field `(?P<name>.*)`$", re.DOTALL
@@ -244,15 +248,28 @@ def _collect_value(
 
     found = len(errors)
     bare = _strip_annotated(annotation)
+    origin = typing.get_origin(bare)
+    arguments = typing.get_args(bare)
     if _is_struct(bare):
         _collect_struct(value, bare, pointer, errors)
-    elif typing.get_origin(bare) is list and isinstance(value, list):
-        (item_type,) = typing.get_args(bare) or (Any,)
-        if _is_struct(_strip_annotated(item_type)):
-            for index, item in enumerate(value):
-                _collect_value(item, item_type, f"{pointer}/{index}", errors)
+    elif isinstance(value, list) and (
+        (origin in _ARRAYS and len(arguments) == 1)
+        or (origin is tuple and len(arguments) == 2 and arguments[1] is Ellipsis)
+    ):
+        for index, item in enumerate(value):
+            _collect_value(item, arguments[0], f"{pointer}/{index}", errors)
+    elif isinstance(value, dict) and origin in _MAPPINGS and len(arguments) == 2:
+        for key, item in value.items():
+            item_pointer = pointer + "/" + _escape(_truncate(key))
+            _collect_value(item, arguments[1], item_pointer, errors)
     if len(errors) == found:
         errors.append(whole)
+
+
+# Containers whose items are checked one by one: a JSON array as any of
+# these, and a JSON object as a mapping (a key's error stays whole).
+_ARRAYS = (list, set, frozenset, collections.abc.Sequence, collections.abc.Set)
+_MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
 
 
 def _strip_annotated(annotation: Any) -> Any:
@@ -271,6 +288,8 @@ def _field_error(message: str, prefix: str) -> FieldError:
     match = _PATH.match(message)
     if match is not None:
         message = match.group("message")
+        if match.group("key"):
+            message = "object key: " + message
         for name, index in _PATH_PART.findall(match.group("path")):
             pointer += "/" + (_escape(_truncate(name)) if name else index)
     unknown = _UNKNOWN_FIELD.match(message)
