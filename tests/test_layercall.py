@@ -406,6 +406,60 @@ def test_headers_calls_agree(
     assert responses[0] == responses[1]
 
 
+HEADER_NAMES = ["Content-Type", "content-type", "Server", "X-Request-Id", "ETag"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    responses=st.lists(
+        st.tuples(
+            st.lists(
+                st.tuples(st.sampled_from(HEADER_NAMES), st.just("v")), max_size=3
+            ),
+            st.sampled_from(["list", "tuple", "list items"]),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_headers_calls_agree_over_repeats(
+    responses: list[tuple[list[tuple[str, str]], str]],
+) -> None:
+    # One layer answers many responses, so the compiled call's usual path
+    # (names it has already seen as unwatched) runs after the first ones.
+    if _fast.NO_EXTENSIONS:
+        pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")
+    from wsgishield.middleware import SecurityHeadersMiddleware
+
+    def headers_of(items: list[tuple[str, str]], shape: str) -> Any:
+        if shape == "tuple":
+            return tuple(items)
+        if shape == "list items":
+            return [list(item) for item in items]
+        return list(items)
+
+    def replay(queue: list[tuple[list[tuple[str, str]], str]]) -> Any:
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            items, shape = queue.pop(0)
+            start_response("200 OK", headers_of(items, shape))
+            return [b"ok"]
+
+        return app
+
+    sent: dict[str, list[Any]] = {}
+    for mode in ("python", "compiled"):
+        app = replay(list(responses))
+        layer = SecurityHeadersMiddleware(app)
+        layer.fast_call = load_twin("layercall", mode).SecurityHeadersCall(layer)
+        sent[mode] = []
+        for _ in responses:
+            environ = make_environ("GET", "/")
+            environ[context.SCHEME] = "https"
+            sent[mode].append([tuple(pair) for pair in call(layer, environ).headers])
+
+    assert sent["compiled"] == sent["python"]
+
+
 def test_headers_call_sends_500_on_app_error(kernel: ModuleType) -> None:
     from wsgishield.middleware import SecurityHeadersMiddleware
 

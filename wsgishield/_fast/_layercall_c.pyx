@@ -214,6 +214,47 @@ cdef class RouteCall(Hop):
         return self.forward(environ, start_response)
 
 
+@cython.final
+cdef class _Variant:
+    """A ``HeaderVariant`` with the parts its usual path reads, for C access."""
+
+    cdef object variant
+    cdef set unwatched
+    cdef list added
+
+    def __init__(self, variant):
+        self.variant = variant
+        self.unwatched = variant._unwatched
+        self.added = variant.added
+
+    cdef object apply(self, object headers):
+        """Return ``variant.apply(headers)``, taking its usual path in C.
+
+        That path is a list whose names are all known to be unwatched: the
+        result is the list plus the added headers. Any other response goes
+        to ``apply()``, which also remembers the new names.
+        """
+        if type(headers) is not list:
+            return self.variant.apply(headers)
+        for item in <list>headers:
+            if type(item) is not tuple or len(<tuple>item) != 2:
+                return self.variant.apply(headers)
+            if (<tuple>item)[0] not in self.unwatched:
+                return self.variant.apply(headers)
+        return <list>headers + self.added
+
+
+cdef tuple _fast_variants(object headers):
+    """Wrap a profile's four variants for C, or None for a variant of another shape."""
+    return tuple(
+        _Variant(variant)
+        if type(getattr(variant, "_unwatched", None)) is set
+        and type(getattr(variant, "added", None)) is list
+        else None
+        for variant in headers.variants
+    )
+
+
 @cython.freelist(16)
 cdef class _AddHeaders:
     """The ``start_response`` that ``SecurityHeadersCall`` gives the app."""
@@ -221,6 +262,7 @@ cdef class _AddHeaders:
     cdef dict environ
     cdef object start_response
     cdef tuple variants
+    cdef tuple fast_variants
     cdef bint no_store_authenticated
 
     def __call__(self, status, headers, exc_info=None):
@@ -231,8 +273,12 @@ cdef class _AddHeaders:
         ):
             index += 1
         # The same index as HeaderProfile.variant(https, no_store).
-        variant = self.variants[index]
-        return self.start_response(status, variant.apply(headers), exc_info)
+        fast = self.fast_variants[index]
+        if fast is not None:
+            headers = (<_Variant>fast).apply(headers)
+        else:
+            headers = self.variants[index].apply(headers)
+        return self.start_response(status, headers, exc_info)
 
 
 cdef class SecurityHeadersCall(Hop):
@@ -249,6 +295,9 @@ cdef class SecurityHeadersCall(Hop):
     cdef readonly bint catch_errors
     cdef readonly tuple default
     cdef readonly dict by_route
+    # The same variants wrapped for C, by the same keys.
+    cdef tuple fast_default
+    cdef dict fast_by_route
 
     def __init__(self, layer):
         self.app = layer._call_app
@@ -259,6 +308,11 @@ cdef class SecurityHeadersCall(Hop):
             route_id: (tuple(headers.variants), headers.no_store_authenticated)
             for route_id, headers in layer.by_route.items()
         }
+        self.fast_default = _fast_variants(layer.default)
+        self.fast_by_route = {
+            route_id: _fast_variants(headers)
+            for route_id, headers in layer.by_route.items()
+        }
 
     def __call__(self, environ, start_response):
         if type(environ) is not dict:
@@ -267,16 +321,19 @@ cdef class SecurityHeadersCall(Hop):
 
     cdef object call(self, dict environ, object start_response):
         cdef tuple chosen = self.default
+        cdef tuple fast = self.fast_default
         cdef _AddHeaders add_headers
         if self.by_route:
             route = environ.get(_ROUTE)
-            if route is not None:
-                chosen = self.by_route.get(route.id, chosen)
+            if route is not None and route.id in self.by_route:
+                chosen = self.by_route[route.id]
+                fast = self.fast_by_route[route.id]
 
         add_headers = _AddHeaders.__new__(_AddHeaders)
         add_headers.environ = environ
         add_headers.start_response = start_response
         add_headers.variants = chosen[0]
+        add_headers.fast_variants = fast
         add_headers.no_store_authenticated = chosen[1]
 
         if not self.catch_errors:
