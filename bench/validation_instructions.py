@@ -5,10 +5,11 @@ Run from the repository root (needs ``valgrind`` and the ``bench`` extra)::
     python -m bench.validation_instructions
 
 The variants are those of ``test_validation_ratio`` in
-``bench/bench_hardening.py``: msgspec alone, the server's part alone (a
-fresh copy of the Gunicorn environ and a fresh ``BytesIO``, with an app
-that does nothing), an app that reads and validates its body itself, the
-request limits layer alone, the minimum shield and the whole shield. Each
+``bench/bench_hardening.py``. They are msgspec alone, the server's part
+alone, an app that reads and validates its body itself, the request limits
+layer alone, the minimum shield and the whole shield. The server's part is
+a fresh copy of the Gunicorn environ and a fresh ``BytesIO``, given to an
+app that does nothing. Each
 process makes 200 warm-up calls; see ``bench.instructions`` for how one
 call is counted. ``python -m bench.validation_instructions VARIANT N`` is
 the process that callgrind runs.

@@ -235,7 +235,7 @@ def test_shield_calls_fast_calls() -> None:
 
 def test_swapping_a_hop_for_an_app_and_back() -> None:
     # The request limits hop follows the route hop; replacing it by a plain
-    # app, then restoring it, sends requests where the layer's app says.
+    # app, then restoring it, sends requests to the layer's current app.
     recorder = Recorder()
     shield = Shield(recorder, policy={"routes": [{"id": "a", "path": "/a"}]})
     gated = Shield(
@@ -425,7 +425,7 @@ HEADER_NAMES = ["Content-Type", "content-type", "Server", "X-Request-Id", "ETag"
 def test_headers_calls_agree_over_repeats(
     responses: list[tuple[list[tuple[str, str]], str]],
 ) -> None:
-    # One layer answers many responses, so the compiled call's usual path
+    # One layer handles many responses, so the compiled call's usual path
     # (names it has already seen as unwatched) runs after the first ones.
     if _fast.NO_EXTENSIONS:
         pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")

@@ -71,7 +71,7 @@ class ClientAddressCall(Hop):
     def __init__(self, layer: Any) -> None:
         self.app = layer._call_app
         self.resolver = layer.resolver
-        # The resolver's memo; resolve() looks it up.
+        # The resolver's memo, which resolve() looks up.
         self.memo = layer.resolver._memo
         self.key_names = tuple(layer.resolver.memo_key_names)
         self.fallbacks = layer._fallbacks
