@@ -338,10 +338,11 @@ print(call(outer, "/").status)
 """
 
 
-def test_app_unhooking_its_layer_mid_request() -> None:
+def run_child(script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a child interpreter, so that a crash fails one test."""
     environ = dict(os.environ, PYTHONMALLOC="debug", PYTHONPATH=str(REPOSITORY))
-    child = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(UNHOOK_SCRIPT)],
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
         cwd=REPOSITORY,
         env=environ,
         capture_output=True,
@@ -349,11 +350,60 @@ def test_app_unhooking_its_layer_mid_request() -> None:
         timeout=60,
     )
 
+
+def test_app_unhooking_its_layer_mid_request() -> None:
+    child = run_child(UNHOOK_SCRIPT)
+
     assert child.returncode == 0, child.stderr
     assert child.stdout.split("\n")[:3] == [
         "500 Internal Server Error",
         "500 Internal Server Error",
         "200 OK",
+    ]
+
+
+# Layers wrapped in a loop recurse without end. The twin hits the
+# interpreter's recursion limit. Compiled hops call each other in C, so the
+# loop must still pass through a Python call, or the C stack overflows.
+LOOP_SCRIPT = """
+from tests.support.wsgi import make_environ
+from wsgishield.middleware import ClientAddressMiddleware, RouteMiddleware
+from wsgishield.routes import RouteTable
+
+
+def ok(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+
+
+def request(app):
+    try:
+        return b"".join(app(make_environ("GET", "/"), lambda *args: None))
+    except RecursionError:
+        return "RecursionError"
+
+
+layer = RouteMiddleware(ok, routes=RouteTable([]))
+layer.app = layer
+print(request(layer))
+
+inner = RouteMiddleware(ok, routes=RouteTable([]))
+outer = ClientAddressMiddleware(inner)
+inner.app = outer
+print(request(outer))
+inner.app = ok
+print(request(outer))
+"""
+
+
+def test_layers_in_a_loop_raise_recursion_error() -> None:
+    child = run_child(LOOP_SCRIPT)
+
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split("\n")[:3] == [
+        "RecursionError",
+        "RecursionError",
+        "b'ok'",
     ]
 
 

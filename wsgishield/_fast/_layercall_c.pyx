@@ -72,8 +72,19 @@ cdef class Hop:
 
     @app.setter
     def app(self, app):
+        cdef Hop next_hop = _as_hop(app)
+        cdef Hop hop = next_hop
+        # Hops call each other in C, which the interpreter's recursion limit
+        # does not see, so a loop of hops would overflow the C stack. Any
+        # new loop passes through this hop: its app is then called as a
+        # Python object, which raises RecursionError as the twin does.
+        while hop is not None:
+            if hop is self:
+                next_hop = None
+                break
+            hop = hop._next_hop
         self._app = app
-        self._next_hop = _as_hop(app)
+        self._next_hop = next_hop
 
     cdef object call(self, dict environ, object start_response):
         raise NotImplementedError
