@@ -379,3 +379,32 @@ def test_bad_dict_key_reported_whole() -> None:
     assert [(error.pointer, error.detail) for error in raised.value.errors] == [
         ("/by_id", "object key: Expected `int`, got `str`")
     ]
+
+
+def test_first_error_in_dict_value_not_duplicated() -> None:
+    # msgspec names a failing dict value "$.tags[...]", with no key, so its
+    # own error must not add a pointer to a key named "...".
+    class Tagged(msgspec.Struct):
+        tags: dict[str, int]
+
+    with pytest.raises(SchemaError) as raised:
+        BodySchema(Tagged).decode(b'{"tags": {"a": 1, "b/~c": "x", "d": "y"}}')
+
+    assert [error.pointer for error in raised.value.errors] == [
+        "/tags/b~1~0c",
+        "/tags/d",
+    ]
+
+
+def test_dict_value_error_stops_at_dict() -> None:
+    # A failing value that the descent cannot list on its own (here under
+    # a union) is reported at the dict that contains it.
+    class Tagged(msgspec.Struct):
+        tags: dict[str, int] | None
+
+    with pytest.raises(SchemaError) as raised:
+        BodySchema(Tagged).decode(b'{"tags": {"a": "x"}}')
+
+    assert [(error.pointer, error.detail) for error in raised.value.errors] == [
+        ("/tags", "in a value: Expected `int`, got `str`")
+    ]

@@ -189,7 +189,7 @@ class BodySchema:
         # msgspec's own error always appears, first if the pass above missed
         # it: errors from __post_init__ or tagged unions point at no field.
         first_error = _field_error(str(first), "")
-        if all(error.pointer != first_error.pointer for error in errors):
+        if not any(_explains(error.pointer, first_error) for error in errors):
             errors.insert(0, first_error)
         return errors[:MAX_FIELD_ERRORS]
 
@@ -282,8 +282,30 @@ def _is_struct(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, msgspec.Struct)
 
 
+def _explains(pointer: str, first: FieldError) -> bool:
+    """Tell whether an error at ``pointer`` is msgspec's first error ``first``.
+
+    A ``first`` that ends at a mapping (see ``_field_error``) stands for an
+    error at any of its values.
+    """
+    if pointer == first.pointer:
+        return True
+    return first.detail.startswith(_IN_MAPPING) and pointer.startswith(
+        first.pointer + "/"
+    )
+
+
+# The start of the detail of an error in a mapping value whose key msgspec
+# does not name.
+_IN_MAPPING = "in a value: "
+
+
 def _field_error(message: str, prefix: str) -> FieldError:
-    """Turn msgspec's ``message - at `$.a[0].b``` into a pointer and a detail."""
+    """Turn msgspec's ``message - at `$.a[0].b``` into a pointer and a detail.
+
+    msgspec writes ``[...]`` for a mapping value without naming its key, so
+    the pointer then stops at the mapping and the detail says so.
+    """
     pointer = prefix
     match = _PATH.match(message)
     if match is not None:
@@ -291,6 +313,9 @@ def _field_error(message: str, prefix: str) -> FieldError:
         if match.group("key"):
             message = "object key: " + message
         for name, index in _PATH_PART.findall(match.group("path")):
+            if index == "...":
+                message = _IN_MAPPING + message
+                break
             pointer += "/" + (_escape(_truncate(name)) if name else index)
     unknown = _UNKNOWN_FIELD.match(message)
     if unknown is not None:
