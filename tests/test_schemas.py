@@ -408,3 +408,42 @@ def test_dict_value_error_stops_at_dict() -> None:
     assert [(error.pointer, error.detail) for error in raised.value.errors] == [
         ("/tags", "in a value: Expected `int`, got `str`")
     ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"scores": [1] * 5000 + ["x"], "labels": {}},
+        {
+            "scores": [],
+            "labels": {f"k{index}": "v" for index in range(5000)} | {"z": 1},
+        },
+    ],
+    ids=["array", "dict"],
+)
+def test_failing_item_found_without_per_item_calls(
+    body: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Converting each valid item on its own cost a Python call per item,
+    # which made a large body of valid items slow to reject. msgspec's
+    # error names the failing index instead.
+    class Survey(msgspec.Struct):
+        scores: list[int]
+        labels: dict[str, str]
+
+    conversions: list[Any] = []
+    convert = msgspec.convert
+
+    def counting_convert(value: Any, *args: Any, **options: Any) -> Any:
+        conversions.append(value)
+        return convert(value, *args, **options)
+
+    monkeypatch.setattr(msgspec, "convert", counting_convert)
+    with pytest.raises(SchemaError) as raised:
+        BodySchema(Survey).decode(json.dumps(body).encode())
+
+    assert [error.pointer for error in raised.value.errors] in (
+        ["/scores/5000"],
+        ["/labels/z"],
+    )
+    assert len(conversions) <= 6
