@@ -114,6 +114,28 @@ def test_needs_bytes(gate: ModuleType) -> None:
         gate.BufferedInput(bytearray(b"abc"))
 
 
+def test_bytearray_body_buffered(gate: ModuleType) -> None:
+    # A wsgi.input that returns a bytearray breaks PEP 3333 but worked with
+    # the BytesIO that BufferedInput replaced.
+    environ = make_environ("POST", "/")
+    limits = gate.RequestGate(
+        methods={"POST"},
+        max_url_bytes=64,
+        max_headers=6,
+        max_header_bytes=400,
+        max_body=1000,
+        content_types=[],
+        decompress=False,
+        json_max_depth=3,
+        json_max_tokens=40,
+    )
+    outcome = gate.check_body(environ, limits, bytearray(b'{"a": 1}'), True, False)
+
+    assert outcome[0] == gate.BUFFERED
+    assert environ["wsgi.input"].read() == b'{"a": 1}'
+    assert environ["CONTENT_LENGTH"] == "8"
+
+
 def test_oversized_positions_raise(gate: ModuleType) -> None:
     stream = gate.BufferedInput(b"abc")
     with pytest.raises(OverflowError):

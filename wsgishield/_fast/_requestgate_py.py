@@ -237,7 +237,9 @@ def check_body(
             environ[BODY] = gate.decode(body)
         except msgspec.DecodeError as exc:
             return DECODE_FAILED, (exc, body)
-    environ["wsgi.input"] = BufferedInput(body)
+    # A server's wsgi.input may return a bytearray, which BufferedInput
+    # does not take as it is.
+    environ["wsgi.input"] = BufferedInput(body if type(body) is bytes else bytes(body))
     environ["CONTENT_LENGTH"] = str(len(body))
     environ["wsgi.input_terminated"] = True
     return BUFFERED, None
