@@ -168,3 +168,48 @@ def test_app_reads_buffered_body_by_lines() -> None:
     )
     layer(environ, lambda status, headers, exc_info=None: None)
     assert seen == [b'["a",\n', b'"b"', [b",\n", b'"c"]'], body]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "operation",
+    [
+        ("seek", 0, 1.0),
+        ("seek", 0, 1 << 40),
+        ("closed seek", 1.0),
+        ("closed seek", 1 << 80),
+        ("closed readinto", b"abc"),
+        ("closed readinto", memoryview(bytearray(3)).toreadonly()),
+        ("closed iter",),
+        ("readinto1", 2),
+    ],
+    ids=[
+        "float-whence",
+        "huge-whence",
+        "closed-float-offset",
+        "closed-huge-offset",
+        "closed-bytes-target",
+        "closed-read-only-target",
+        "closed-iter",
+        "readinto1",
+    ],
+)
+def test_argument_errors_as_bytesio(mode: str, operation: tuple[Any, ...]) -> None:
+    # BytesIO converts and checks its arguments before it checks that it
+    # is open, takes no float whence, and iterates over itself when closed.
+    def run(stream: Any) -> tuple[str, Any]:
+        name, *args = operation
+        if name.startswith("closed "):
+            stream.close()
+            name = name.removeprefix("closed ")
+        if name == "iter":
+            return outcome(lambda: iter(stream) is stream)
+        if name == "readinto1":
+            buffer = bytearray(args[0])
+            return outcome(lambda: (stream.readinto1(buffer), bytes(buffer)))
+        if name == "readinto":
+            return outcome(stream.readinto, *args)
+        return outcome(stream.seek, *args)
+
+    expected = run(io.BytesIO(b"abc"))
+    assert run(twin(mode).BufferedInput(b"abc")) == expected
