@@ -114,6 +114,28 @@ def test_needs_bytes(gate: ModuleType) -> None:
         gate.BufferedInput(bytearray(b"abc"))
 
 
+def test_bytearray_body_buffered(gate: ModuleType) -> None:
+    # A wsgi.input that returns a bytearray breaks PEP 3333 but worked with
+    # the BytesIO that BufferedInput replaced.
+    environ = make_environ("POST", "/")
+    limits = gate.RequestGate(
+        methods={"POST"},
+        max_url_bytes=64,
+        max_headers=6,
+        max_header_bytes=400,
+        max_body=1000,
+        content_types=[],
+        decompress=False,
+        json_max_depth=3,
+        json_max_tokens=40,
+    )
+    outcome = gate.check_body(environ, limits, bytearray(b'{"a": 1}'), True, False)
+
+    assert outcome[0] == gate.BUFFERED
+    assert environ["wsgi.input"].read() == b'{"a": 1}'
+    assert environ["CONTENT_LENGTH"] == "8"
+
+
 def test_oversized_positions_raise(gate: ModuleType) -> None:
     stream = gate.BufferedInput(b"abc")
     with pytest.raises(OverflowError):
@@ -146,3 +168,48 @@ def test_app_reads_buffered_body_by_lines() -> None:
     )
     layer(environ, lambda status, headers, exc_info=None: None)
     assert seen == [b'["a",\n', b'"b"', [b",\n", b'"c"]'], body]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "operation",
+    [
+        ("seek", 0, 1.0),
+        ("seek", 0, 1 << 40),
+        ("closed seek", 1.0),
+        ("closed seek", 1 << 80),
+        ("closed readinto", b"abc"),
+        ("closed readinto", memoryview(bytearray(3)).toreadonly()),
+        ("closed iter",),
+        ("readinto1", 2),
+    ],
+    ids=[
+        "float-whence",
+        "huge-whence",
+        "closed-float-offset",
+        "closed-huge-offset",
+        "closed-bytes-target",
+        "closed-read-only-target",
+        "closed-iter",
+        "readinto1",
+    ],
+)
+def test_argument_errors_as_bytesio(mode: str, operation: tuple[Any, ...]) -> None:
+    # BytesIO converts and checks its arguments before it checks that it
+    # is open, takes no float whence, and iterates over itself when closed.
+    def run(stream: Any) -> tuple[str, Any]:
+        name, *args = operation
+        if name.startswith("closed "):
+            stream.close()
+            name = name.removeprefix("closed ")
+        if name == "iter":
+            return outcome(lambda: iter(stream) is stream)
+        if name == "readinto1":
+            buffer = bytearray(args[0])
+            return outcome(lambda: (stream.readinto1(buffer), bytes(buffer)))
+        if name == "readinto":
+            return outcome(stream.readinto, *args)
+        return outcome(stream.seek, *args)
+
+    expected = run(io.BytesIO(b"abc"))
+    assert run(twin(mode).BufferedInput(b"abc")) == expected

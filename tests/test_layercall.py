@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from types import ModuleType
 from typing import Any
 
@@ -10,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import load_twin
+from tests.support.servers import REPOSITORY
 from tests.support.wsgi import EchoApp, call, make_environ
 from wsgishield import Shield, _fast, context
 from wsgishield.middleware import ClientAddressMiddleware, RouteMiddleware
@@ -293,6 +298,112 @@ def test_entry_calls_any_fast_call() -> None:
         True,
         True,
         False,
+    ]
+
+
+# An app that unhooks the layer running its request, then raises: the
+# headers hop must still be alive to send the 500. A hop freed mid-call
+# reads freed memory, which the debug allocator fills, so the child
+# crashes or prints another status.
+UNHOOK_SCRIPT = """
+import gc
+
+from tests.support.wsgi import call
+from wsgishield.middleware import RouteMiddleware, SecurityHeadersMiddleware
+from wsgishield.routes import RouteTable
+
+
+def ok(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+
+
+def unhook_entry(environ, start_response):
+    layer.fast_call = ok
+    raise RuntimeError("app failed")
+
+
+def unhook_hop(environ, start_response):
+    outer.app = ok
+    gc.collect()
+    raise RuntimeError("app failed")
+
+
+layer = SecurityHeadersMiddleware(unhook_entry)
+print(call(layer, "/").status)
+
+outer = RouteMiddleware(SecurityHeadersMiddleware(unhook_hop), routes=RouteTable([]))
+print(call(outer, "/").status)
+print(call(outer, "/").status)
+"""
+
+
+def run_child(script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a child interpreter, so that a crash fails one test."""
+    environ = dict(os.environ, PYTHONMALLOC="debug", PYTHONPATH=str(REPOSITORY))
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=REPOSITORY,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_app_unhooking_its_layer_mid_request() -> None:
+    child = run_child(UNHOOK_SCRIPT)
+
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split("\n")[:3] == [
+        "500 Internal Server Error",
+        "500 Internal Server Error",
+        "200 OK",
+    ]
+
+
+# Layers wrapped in a loop recurse without end. The twin hits the
+# interpreter's recursion limit. Compiled hops call each other in C, so the
+# loop must still pass through a Python call, or the C stack overflows.
+LOOP_SCRIPT = """
+from tests.support.wsgi import make_environ
+from wsgishield.middleware import ClientAddressMiddleware, RouteMiddleware
+from wsgishield.routes import RouteTable
+
+
+def ok(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+
+
+def request(app):
+    try:
+        return b"".join(app(make_environ("GET", "/"), lambda *args: None))
+    except RecursionError:
+        return "RecursionError"
+
+
+layer = RouteMiddleware(ok, routes=RouteTable([]))
+layer.app = layer
+print(request(layer))
+
+inner = RouteMiddleware(ok, routes=RouteTable([]))
+outer = ClientAddressMiddleware(inner)
+inner.app = outer
+print(request(outer))
+inner.app = ok
+print(request(outer))
+"""
+
+
+def test_layers_in_a_loop_raise_recursion_error() -> None:
+    child = run_child(LOOP_SCRIPT)
+
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split("\n")[:3] == [
+        "RecursionError",
+        "RecursionError",
+        "b'ok'",
     ]
 
 

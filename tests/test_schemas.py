@@ -379,3 +379,71 @@ def test_bad_dict_key_reported_whole() -> None:
     assert [(error.pointer, error.detail) for error in raised.value.errors] == [
         ("/by_id", "object key: Expected `int`, got `str`")
     ]
+
+
+def test_first_error_in_dict_value_not_duplicated() -> None:
+    # msgspec names a failing dict value "$.tags[...]", with no key, so its
+    # own error must not add a pointer to a key named "...".
+    class Tagged(msgspec.Struct):
+        tags: dict[str, int]
+
+    with pytest.raises(SchemaError) as raised:
+        BodySchema(Tagged).decode(b'{"tags": {"a": 1, "b/~c": "x", "d": "y"}}')
+
+    assert [error.pointer for error in raised.value.errors] == [
+        "/tags/b~1~0c",
+        "/tags/d",
+    ]
+
+
+def test_dict_value_error_stops_at_dict() -> None:
+    # A failing value that the descent cannot list on its own (here under
+    # a union) is reported at the dict that contains it.
+    class Tagged(msgspec.Struct):
+        tags: dict[str, int] | None
+
+    with pytest.raises(SchemaError) as raised:
+        BodySchema(Tagged).decode(b'{"tags": {"a": "x"}}')
+
+    assert [(error.pointer, error.detail) for error in raised.value.errors] == [
+        ("/tags", "in a value: Expected `int`, got `str`")
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"scores": [1] * 5000 + ["x"], "labels": {}},
+        {
+            "scores": [],
+            "labels": {f"k{index}": "v" for index in range(5000)} | {"z": 1},
+        },
+    ],
+    ids=["array", "dict"],
+)
+def test_failing_item_found_without_per_item_calls(
+    body: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Converting each valid item on its own cost a Python call per item,
+    # which made a large body of valid items slow to reject. msgspec's
+    # error names the failing index instead.
+    class Survey(msgspec.Struct):
+        scores: list[int]
+        labels: dict[str, str]
+
+    conversions: list[Any] = []
+    convert = msgspec.convert
+
+    def counting_convert(value: Any, *args: Any, **options: Any) -> Any:
+        conversions.append(value)
+        return convert(value, *args, **options)
+
+    monkeypatch.setattr(msgspec, "convert", counting_convert)
+    with pytest.raises(SchemaError) as raised:
+        BodySchema(Survey).decode(json.dumps(body).encode())
+
+    assert [error.pointer for error in raised.value.errors] in (
+        ["/scores/5000"],
+        ["/labels/z"],
+    )
+    assert len(conversions) <= 6

@@ -189,7 +189,7 @@ class BodySchema:
         # msgspec's own error always appears, first if the pass above missed
         # it: errors from __post_init__ or tagged unions point at no field.
         first_error = _field_error(str(first), "")
-        if all(error.pointer != first_error.pointer for error in errors):
+        if not any(_explains(error.pointer, first_error) for error in errors):
             errors.insert(0, first_error)
         return errors[:MAX_FIELD_ERRORS]
 
@@ -240,7 +240,8 @@ def _collect_value(
         msgspec.convert(value, annotation, str_keys=True)
         return
     except msgspec.ValidationError as exc:
-        whole = _field_error(str(exc), pointer)
+        message = str(exc)
+        whole = _field_error(message, pointer)
     except (TypeError, ValueError):
         # A type that converts differently from JSON decoding: msgspec's own
         # first error still names the failure.
@@ -256,14 +257,62 @@ def _collect_value(
         (origin in _ARRAYS and len(arguments) == 1)
         or (origin is tuple and len(arguments) == 2 and arguments[1] is Ellipsis)
     ):
-        for index, item in enumerate(value):
-            _collect_value(item, arguments[0], f"{pointer}/{index}", errors)
+        first = _failing_index(message)
+        _collect_items(value, arguments[0], pointer, None, first, errors)
     elif isinstance(value, dict) and origin in _MAPPINGS and len(arguments) == 2:
-        for key, item in value.items():
-            item_pointer = pointer + "/" + _escape(_truncate(key))
-            _collect_value(item, arguments[1], item_pointer, errors)
+        values = list(value.values())
+        _collect_items(values, arguments[1], pointer, list(value), None, errors)
     if len(errors) == found:
         errors.append(whole)
+
+
+def _collect_items(
+    items: list[Any],
+    item_type: Any,
+    pointer: str,
+    keys: list[str] | None,
+    first: int | None,
+    errors: list[FieldError],
+) -> None:
+    """Append the errors of the failing ``items``, the values of an array or map.
+
+    msgspec converts the items from the first one not yet checked and names
+    the index of the first failing one, which is then explained on its own.
+    That is one C pass per listed error, where converting each item alone
+    costs a Python call for every valid item of a large body. ``keys``
+    names the items of a mapping in its pointers, and is None for an array.
+    ``first`` is the failing index, if the caller's conversion named it.
+    """
+    items_type = list[item_type]
+    start = 0
+    index = first
+    while start < len(items) and len(errors) < MAX_FIELD_ERRORS:
+        if index is None:
+            try:
+                msgspec.convert(items[start:], items_type, str_keys=True)
+                return
+            except msgspec.ValidationError as exc:
+                index = _failing_index(str(exc))
+            except (TypeError, ValueError):
+                return
+            if index is None:
+                return
+            index += start
+        name = str(index) if keys is None else _escape(_truncate(keys[index]))
+        _collect_value(items[index], item_type, pointer + "/" + name, errors)
+        start = index + 1
+        index = None
+
+
+def _failing_index(message: str) -> int | None:
+    """Return the array index that msgspec's error ``message`` starts its path with."""
+    match = _PATH.match(message)
+    if match is None or match.group("key"):
+        return None
+    first = _PATH_PART.match(match.group("path"))
+    if first is None or first.group(2) in (None, "..."):
+        return None
+    return int(first.group(2))
 
 
 # Containers whose items are checked one by one: a JSON array as any of
@@ -282,8 +331,30 @@ def _is_struct(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, msgspec.Struct)
 
 
+def _explains(pointer: str, first: FieldError) -> bool:
+    """Tell whether an error at ``pointer`` is msgspec's first error ``first``.
+
+    A ``first`` that ends at a mapping (see ``_field_error``) stands for an
+    error at any of its values.
+    """
+    if pointer == first.pointer:
+        return True
+    return first.detail.startswith(_IN_MAPPING) and pointer.startswith(
+        first.pointer + "/"
+    )
+
+
+# The start of the detail of an error in a mapping value whose key msgspec
+# does not name.
+_IN_MAPPING = "in a value: "
+
+
 def _field_error(message: str, prefix: str) -> FieldError:
-    """Turn msgspec's ``message - at `$.a[0].b``` into a pointer and a detail."""
+    """Turn msgspec's ``message - at `$.a[0].b``` into a pointer and a detail.
+
+    msgspec writes ``[...]`` for a mapping value without naming its key, so
+    the pointer then stops at the mapping and the detail states that.
+    """
     pointer = prefix
     match = _PATH.match(message)
     if match is not None:
@@ -291,6 +362,9 @@ def _field_error(message: str, prefix: str) -> FieldError:
         if match.group("key"):
             message = "object key: " + message
         for name, index in _PATH_PART.findall(match.group("path")):
+            if index == "...":
+                message = _IN_MAPPING + message
+                break
             pointer += "/" + (_escape(_truncate(name)) if name else index)
     unknown = _UNKNOWN_FIELD.match(message)
     if unknown is not None:

@@ -72,16 +72,30 @@ cdef class Hop:
 
     @app.setter
     def app(self, app):
+        cdef Hop next_hop = _as_hop(app)
+        cdef Hop hop = next_hop
+        # Hops call each other in C, which the interpreter's recursion limit
+        # does not see, so a loop of hops would overflow the C stack. Any
+        # new loop passes through this hop: its app is then called as a
+        # Python object, which raises RecursionError as the twin does.
+        while hop is not None:
+            if hop is self:
+                next_hop = None
+                break
+            hop = hop._next_hop
         self._app = app
-        self._next_hop = _as_hop(app)
+        self._next_hop = next_hop
 
     cdef object call(self, dict environ, object start_response):
         raise NotImplementedError
 
     cdef object forward(self, dict environ, object start_response):
         """Pass the request on to ``app``."""
-        if self._next_hop is not None:
-            return self._next_hop.call(environ, start_response)
+        # A local reference keeps the next hop alive while it runs: the app
+        # may assign this hop's app, which drops _next_hop's reference.
+        cdef Hop next_hop = self._next_hop
+        if next_hop is not None:
+            return next_hop.call(environ, start_response)
         return self._app(environ, start_response)
 
 
@@ -107,8 +121,10 @@ cdef class Entry:
         self._first_hop = _as_hop(fast_call)
 
     def __call__(self, environ, start_response):
-        if self._first_hop is not None and type(environ) is dict:
-            return self._first_hop.call(<dict>environ, start_response)
+        # A local reference, as in Hop.forward: the app may assign fast_call.
+        cdef Hop first_hop = self._first_hop
+        if first_hop is not None and type(environ) is dict:
+            return first_hop.call(<dict>environ, start_response)
         return self._fast_call(environ, start_response)
 
 

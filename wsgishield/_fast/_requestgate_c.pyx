@@ -540,7 +540,7 @@ cdef class BufferedInput:
 
     A read-only binary stream over the body's bytes that reads, seeks and
     iterates as ``io.BytesIO`` does: ``read``, ``read1``, ``readline``,
-    ``readlines``, ``readinto``, iteration, ``seek``, ``tell`` and
+    ``readlines``, ``readinto``, ``readinto1``, iteration, ``seek``, ``tell`` and
     ``getvalue``. Writing raises ``io.UnsupportedOperation``. It costs a
     tenth of a ``BytesIO`` to make.
     """
@@ -612,14 +612,20 @@ cdef class BufferedInput:
         cdef Py_ssize_t count
         cdef Py_ssize_t start
         with memoryview(buffer) as view, view.cast("B") as target:
+            if view.readonly:
+                # BytesIO checks the buffer before whether it is closed.
+                raise TypeError(_read_only(buffer))
             count = self._remaining(len(target))
             start = self._position
             target[:count] = self._data[start:start + count]
             self._position = start + count
             return count
 
+    def readinto1(self, buffer, /):
+        return self.readinto(buffer)
+
     def __iter__(self):
-        self._check_open()
+        # BytesIO returns itself here even when closed: next() raises.
         return self
 
     def __next__(self):
@@ -628,20 +634,22 @@ cdef class BufferedInput:
             raise StopIteration
         return line
 
-    def seek(self, offset, int whence=0, /):
+    def seek(self, offset, whence=0, /):
         cdef Py_ssize_t position = PyNumber_Index(offset)
+        # An int typed argument would take a float, which BytesIO rejects.
+        cdef int how = PyNumber_Index(whence)
         cdef Py_ssize_t base = 0
         self._check_open()
-        if whence == 0:
+        if how == 0:
             if position < 0:
                 raise ValueError(f"negative seek value {position}")
-        elif whence == 1 or whence == 2:
-            base = self._position if whence == 1 else PyBytes_GET_SIZE(self._data)
+        elif how == 1 or how == 2:
+            base = self._position if how == 1 else PyBytes_GET_SIZE(self._data)
             if position > PY_SSIZE_T_MAX - base:
                 raise OverflowError("new position too large")
             position += base
         else:
-            raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
+            raise ValueError(f"invalid whence ({how}, should be 0, 1 or 2)")
         self._position = position if position > 0 else 0
         return self._position
 
@@ -691,6 +699,10 @@ cdef class BufferedInput:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+cdef str _read_only(object buffer):
+    return f"readinto() argument must be read-write bytes-like object, not {type(buffer).__name__}"
 
 
 cdef BufferedInput _buffered_input(bytes body):

@@ -237,7 +237,9 @@ def check_body(
             environ[BODY] = gate.decode(body)
         except msgspec.DecodeError as exc:
             return DECODE_FAILED, (exc, body)
-    environ["wsgi.input"] = BufferedInput(body)
+    # A server's wsgi.input may return a bytearray, which BufferedInput
+    # does not take as it is.
+    environ["wsgi.input"] = BufferedInput(body if type(body) is bytes else bytes(body))
     environ["CONTENT_LENGTH"] = str(len(body))
     environ["wsgi.input_terminated"] = True
     return BUFFERED, None
@@ -245,6 +247,7 @@ def check_body(
 
 _CLOSED = "I/O operation on closed file."
 _SSIZE_MAX = (1 << 63) - 1
+_INT_MAX = (1 << 31) - 1
 
 
 def _ssize(value: Any) -> int:
@@ -260,7 +263,7 @@ class BufferedInput:
 
     A read-only binary stream over the body's bytes that reads, seeks and
     iterates as ``io.BytesIO`` does: ``read``, ``read1``, ``readline``,
-    ``readlines``, ``readinto``, iteration, ``seek``, ``tell`` and
+    ``readlines``, ``readinto``, ``readinto1``, iteration, ``seek``, ``tell`` and
     ``getvalue``. Writing raises ``io.UnsupportedOperation``.
     """
 
@@ -317,14 +320,22 @@ class BufferedInput:
 
     def readinto(self, buffer: Any, /) -> int:
         with memoryview(buffer) as view, view.cast("B") as target:
+            if view.readonly:
+                # BytesIO checks the buffer before whether it is closed.
+                raise TypeError(
+                    "readinto() argument must be read-write bytes-like object, "
+                    f"not {type(buffer).__name__}"
+                )
             count = self._remaining(len(target))
             start = self._position
             target[:count] = self._data[start : start + count]
             self._position = start + count
             return count
 
+    readinto1 = readinto
+
     def __iter__(self) -> BufferedInput:
-        self._check_open()
+        # BytesIO returns itself here even when closed: next() raises.
         return self
 
     def __next__(self) -> bytes:
@@ -334,9 +345,12 @@ class BufferedInput:
         return line
 
     def seek(self, offset: int, whence: int = 0, /) -> int:
-        self._check_open()
+        # BytesIO converts both arguments before it checks that it is open.
         offset = _ssize(offset)
         whence = operator.index(whence)
+        if not -_INT_MAX - 1 <= whence <= _INT_MAX:
+            raise OverflowError("Python int too large to convert to C int")
+        self._check_open()
         if whence == 0:
             if offset < 0:
                 raise ValueError(f"negative seek value {offset}")
