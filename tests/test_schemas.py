@@ -12,6 +12,7 @@ from tests.support.wsgi import EchoApp, call, make_environ
 from wsgishield import ConfigurationError, Shield, context
 from wsgishield.schemas import (
     MAX_DETAIL_CHARS,
+    MAX_DETAILED_BODY,
     MAX_FIELD_ERRORS,
     BodySchema,
     SchemaError,
@@ -416,7 +417,7 @@ def test_dict_value_error_stops_at_dict() -> None:
         {"scores": [1] * 5000 + ["x"], "labels": {}},
         {
             "scores": [],
-            "labels": {f"k{index}": "v" for index in range(5000)} | {"z": 1},
+            "labels": {f"k{index}": "v" for index in range(4000)} | {"z": 1},
         },
     ],
     ids=["array", "dict"],
@@ -447,3 +448,47 @@ def test_failing_item_found_without_per_item_calls(
         ["/labels/z"],
     )
     assert len(conversions) <= 6
+
+
+class Node(msgspec.Struct):
+    value: int
+    kids: list[Node] = []
+
+
+def test_large_body_gets_first_error_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each level of a recursive schema converts its subtree again, so a
+    # large deep body would cost its size times its depth. Past the bound,
+    # only msgspec's own error is listed.
+    leaves = [{"value": index} for index in range(MAX_DETAILED_BODY // 10)]
+    tree: dict[str, Any] = {"value": 0, "kids": [*leaves, {"value": "x"}]}
+    for _ in range(20):
+        tree = {"value": 0, "kids": [tree]}
+    body = json.dumps(tree).encode()
+    assert len(body) > MAX_DETAILED_BODY
+
+    conversions: list[Any] = []
+    monkeypatch.setattr(
+        msgspec, "convert", lambda *args, **options: conversions.append(1)
+    )
+    with pytest.raises(SchemaError) as raised:
+        BodySchema(Node).decode(body)
+
+    assert raised.value.status == 422
+    assert conversions == []
+    (error,) = raised.value.errors
+    assert error.pointer == "/kids/0" * 20 + f"/kids/{len(leaves)}/value"
+
+
+def test_small_recursive_body_detailed() -> None:
+    tree = {
+        "value": 0,
+        "kids": [{"value": "x"}, {"value": 1, "kids": [{"value": "y"}]}],
+    }
+
+    with pytest.raises(SchemaError) as raised:
+        BodySchema(Node).decode(json.dumps(tree).encode())
+
+    assert [error.pointer for error in raised.value.errors] == [
+        "/kids/0/value",
+        "/kids/1/kids/0/value",
+    ]

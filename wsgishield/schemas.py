@@ -55,6 +55,10 @@ StructT = TypeVar("StructT", bound=type[msgspec.Struct])
 # A problem lists at most this many fields, and quotes at most this many
 # characters of any message or key, so an error never echoes large input.
 MAX_FIELD_ERRORS = 20
+#: Bodies longer than this get only msgspec's first error in a 422. The
+#: field-by-field pass converts a nested value again at each level of a
+#: recursive schema, so its cost grows with the body size times the depth.
+MAX_DETAILED_BODY = 64 * 1024
 MAX_DETAIL_CHARS = 120
 MAX_KEY_CHARS = 64
 
@@ -167,9 +171,11 @@ class BodySchema:
             raw = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
             return SchemaError(400, _shorten(str(exc)), [])
-        return SchemaError(
-            422, "The body does not match the schema.", self._field_errors(raw, failure)
-        )
+        if len(body) > MAX_DETAILED_BODY:
+            errors = [_field_error(str(failure), "")]
+        else:
+            errors = self._field_errors(raw, failure)
+        return SchemaError(422, "The body does not match the schema.", errors)
 
     def store(self, environ: MutableMapping[str, Any], body: bytes) -> None:
         """Decode ``body`` and store the result under ``wsgishield.body``."""
