@@ -102,6 +102,13 @@ class InvalidBody(RequestBodyError):
     reason = "invalid-encoding"
 
 
+def unreadable_body(exc: Exception) -> InvalidBody:
+    """Return the 400 error for an exception the server's input raised."""
+    error = InvalidBody("The body could not be read: its framing is invalid.")
+    error.__cause__ = exc
+    return error
+
+
 class LimitedInput:
     """A ``wsgi.input`` that enforces the body limit while the app reads.
 
@@ -209,9 +216,7 @@ class LimitedInput:
         except RequestBodyError:
             raise
         except Exception as exc:
-            error = InvalidBody("The body could not be read: its framing is invalid.")
-            error.__cause__ = exc
-            self._fail(error)
+            self._fail(unreadable_body(exc))
 
     def _fail(self, error: RequestBodyError) -> NoReturn:
         if self.error is None:

@@ -32,6 +32,8 @@ UNSUPPORTED_CONTENT_CODING = 19
 JSON_TOO_DEEP = 20
 JSON_TOO_MANY_TOKENS = 21
 DECODE_FAILED = 22
+# The server's wsgi.input raised while the gate read a sized body.
+INPUT_FAILED = 23
 
 # Methods whose body a schema validates; a schema route's GET or DELETE
 # carries no body to check.

@@ -32,6 +32,7 @@ from ._requestgate_common import (
     CONFLICTING_FRAMING,
     DECODE_FAILED,
     HEADERS_TOO_LARGE,
+    INPUT_FAILED,
     INVALID_CONTENT_LENGTH,
     JSON_TOO_DEEP,
     JSON_TOO_MANY_TOKENS,
@@ -151,6 +152,7 @@ def admit(environ: MutableMapping[str, Any], gate: RequestGate) -> tuple[int, An
     - ``STREAMED``: the declared length, ``None`` when chunked.
     - ``JSON_TOO_DEEP``, ``JSON_TOO_MANY_TOKENS``: the pre-scan offset.
     - ``DECODE_FAILED``: ``(error, body)``.
+    - ``INPUT_FAILED``: the exception that ``wsgi.input.read()`` raised.
     - ``READ_BODY``: ``(length, coding, start, json_body, validate)``, where
       ``start`` is what a first read of the body returned, or ``None``
       before any read.
@@ -207,7 +209,12 @@ def admit(environ: MutableMapping[str, Any], gate: RequestGate) -> tuple[int, An
     if length is None or coding is not None:
         return READ_BODY, (length, coding, None, json_body, validate)
     # The usual case: one read of a sized body, which the limit already bounds.
-    body = environ["wsgi.input"].read(length)
+    try:
+        body = environ["wsgi.input"].read(length)
+    except Exception as exc:
+        # The server's own error for a body it cannot read (a malformed
+        # chunk, a dropped connection): the client's fault, so a 400.
+        return INPUT_FAILED, exc
     if len(body) != length:
         return READ_BODY, (length, coding, body, json_body, validate)
     return check_body(environ, gate, body, json_body, validate)

@@ -41,7 +41,13 @@ from .._fast.requestgate import (
 from ..errors import ConfigurationError
 from ..policy import RequestPolicy, RouteRequest
 from ..problem import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, Problem
-from ..request_limits import LimitedInput, RequestBodyError, inflate, read_body
+from ..request_limits import (
+    LimitedInput,
+    RequestBodyError,
+    inflate,
+    read_body,
+    unreadable_body,
+)
 from ..schemas import BodySchema, SchemaError, registered_schemas, resolve_schema
 from ._chain import WrappingLayer
 
@@ -395,6 +401,8 @@ class RequestLimitsMiddleware(WrappingLayer):
             )
         if outcome in (gate.JSON_TOO_DEEP, gate.JSON_TOO_MANY_TOKENS):
             return self._scan_error(outcome, detail, limits)
+        if outcome == gate.INPUT_FAILED:
+            return self._body_error(unreadable_body(detail))
         if outcome == gate.DECODE_FAILED and limits.schema is not None:
             failure, body = detail
             return self._schema_error(limits.schema.error(body, failure), body)
