@@ -36,8 +36,10 @@ def compiled_kernels() -> list[Extension]:
 
 
 if NO_EXTENSIONS:
-    print("wsgishield build mode: pure Python (WSGISHIELD_NO_EXTENSIONS is set)",
-          file=sys.stderr)
+    print(
+        "wsgishield build mode: pure Python (WSGISHIELD_NO_EXTENSIONS is set)",
+        file=sys.stderr,
+    )
     setup(ext_modules=[])
 else:
     print("wsgishield build mode: compiled Cython kernels", file=sys.stderr)
