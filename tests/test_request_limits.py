@@ -200,8 +200,8 @@ def test_server_read_error_is_400(headers: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("mode", ["compiled", "python"])
 def test_sized_body_read_error_is_400(mode: str) -> None:
-    # The gate reads a sized JSON body in one call; an error from the
-    # server's input there is the same 400 as on the middleware's reads.
+    # The gate reads a sized JSON body in one call. An error from the
+    # server's input there gets the same 400 as on the middleware's reads.
     if mode == "compiled" and _fast.NO_EXTENSIONS:
         pytest.skip("WSGISHIELD_NO_EXTENSIONS is set")
     app = EchoApp()
