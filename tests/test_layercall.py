@@ -571,6 +571,23 @@ def test_headers_calls_agree_over_repeats(
     assert sent["compiled"] == sent["python"]
 
 
+def test_headers_call_accepts_dict_subclass(kernel: ModuleType) -> None:
+    # An environ that is not a dict takes the twin's code, which calls the
+    # compiled variants' apply() from Python.
+    from wsgishield.middleware import SecurityHeadersMiddleware
+
+    class Environ(dict[str, Any]):
+        pass
+
+    layer = SecurityHeadersMiddleware(Recorder())
+    layer.fast_call = kernel.SecurityHeadersCall(layer)
+
+    response = call(layer, Environ(make_environ("GET", "/")))
+
+    assert response.status_code == 200
+    assert response.header("X-Content-Type-Options") == "nosniff"
+
+
 def test_headers_call_sends_500_on_app_error(kernel: ModuleType) -> None:
     from wsgishield.middleware import SecurityHeadersMiddleware
 

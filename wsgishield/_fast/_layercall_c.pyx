@@ -235,22 +235,26 @@ cdef class _Variant:
     """A ``HeaderVariant`` with the parts its usual path reads, for C access."""
 
     cdef object variant
+    # None when the variant does not keep them as a set and a list.
     cdef set unwatched
     cdef list added
 
     def __init__(self, variant):
+        unwatched = getattr(variant, "_unwatched", None)
+        added = getattr(variant, "added", None)
         self.variant = variant
-        self.unwatched = variant._unwatched
-        self.added = variant.added
+        if type(unwatched) is set and type(added) is list:
+            self.unwatched = unwatched
+            self.added = added
 
-    cdef object apply(self, object headers):
+    cpdef object apply(self, object headers):
         """Return ``variant.apply(headers)``, taking its usual path in C.
 
         That path is a list whose names are all known to be unwatched: the
         result is the list plus the added headers. Any other response goes
         to ``apply()``, which also remembers the new names.
         """
-        if type(headers) is not list:
+        if self.unwatched is None or type(headers) is not list:
             return self.variant.apply(headers)
         for item in <list>headers:
             if type(item) is not tuple or len(<tuple>item) != 2:
@@ -260,15 +264,9 @@ cdef class _Variant:
         return <list>headers + self.added
 
 
-cdef tuple _fast_variants(object headers):
-    """Wrap a profile's four variants for C, or None for a variant of another shape."""
-    return tuple(
-        _Variant(variant)
-        if type(getattr(variant, "_unwatched", None)) is set
-        and type(getattr(variant, "added", None)) is list
-        else None
-        for variant in headers.variants
-    )
+cdef tuple _variants(object headers):
+    """Wrap the four variants of a route's headers for C access."""
+    return tuple(_Variant(variant) for variant in headers.variants)
 
 
 @cython.freelist(16)
@@ -278,7 +276,6 @@ cdef class _AddHeaders:
     cdef dict environ
     cdef object start_response
     cdef tuple variants
-    cdef tuple fast_variants
     cdef bint no_store_authenticated
 
     def __call__(self, status, headers, exc_info=None):
@@ -289,12 +286,8 @@ cdef class _AddHeaders:
         ):
             index += 1
         # The same index as HeaderProfile.variant(https, no_store).
-        fast = self.fast_variants[index]
-        if fast is not None:
-            headers = (<_Variant>fast).apply(headers)
-        else:
-            headers = self.variants[index].apply(headers)
-        return self.start_response(status, headers, exc_info)
+        variant = <_Variant>self.variants[index]
+        return self.start_response(status, variant.apply(headers), exc_info)
 
 
 cdef class SecurityHeadersCall(Hop):
@@ -309,24 +302,17 @@ cdef class SecurityHeadersCall(Hop):
 
     cdef readonly object layer
     cdef readonly bint catch_errors
+    # (the four variants wrapped for C, no-store when authenticated).
     cdef readonly tuple default
     cdef readonly dict by_route
-    # The same variants wrapped for C, by the same keys.
-    cdef tuple fast_default
-    cdef dict fast_by_route
 
     def __init__(self, layer):
         self.app = layer._call_app
         self.layer = layer
         self.catch_errors = layer.catch_errors
-        self.default = (tuple(layer.default.variants), layer.default.no_store_authenticated)
+        self.default = (_variants(layer.default), layer.default.no_store_authenticated)
         self.by_route = {
-            route_id: (tuple(headers.variants), headers.no_store_authenticated)
-            for route_id, headers in layer.by_route.items()
-        }
-        self.fast_default = _fast_variants(layer.default)
-        self.fast_by_route = {
-            route_id: _fast_variants(headers)
+            route_id: (_variants(headers), headers.no_store_authenticated)
             for route_id, headers in layer.by_route.items()
         }
 
@@ -337,19 +323,16 @@ cdef class SecurityHeadersCall(Hop):
 
     cdef object call(self, dict environ, object start_response):
         cdef tuple chosen = self.default
-        cdef tuple fast = self.fast_default
         cdef _AddHeaders add_headers
         if self.by_route:
             route = environ.get(_ROUTE)
-            if route is not None and route.id in self.by_route:
-                chosen = self.by_route[route.id]
-                fast = self.fast_by_route[route.id]
+            if route is not None:
+                chosen = self.by_route.get(route.id, chosen)
 
         add_headers = _AddHeaders.__new__(_AddHeaders)
         add_headers.environ = environ
         add_headers.start_response = start_response
         add_headers.variants = chosen[0]
-        add_headers.fast_variants = fast
         add_headers.no_store_authenticated = chosen[1]
 
         if not self.catch_errors:
