@@ -255,7 +255,7 @@ def test_order_body_is_about_1kb() -> None:
 VALIDATE_ROUNDS = 20_000
 
 
-def per_call(benchmark: Any, function: Any, *args: Any) -> None:
+def time_each_call(benchmark: Any, function: Any, *args: Any) -> None:
     """Time ``function(*args)`` one call per round."""
     benchmark.pedantic(
         function,
@@ -265,7 +265,7 @@ def per_call(benchmark: Any, function: Any, *args: Any) -> None:
     )
 
 
-def per_request(benchmark: Any, app: Any, base: dict[str, Any]) -> None:
+def time_each_request(benchmark: Any, app: Any, base: dict[str, Any]) -> None:
     """Time ``app`` on a fresh copy of ``base`` per round, made before the clock starts."""
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -278,7 +278,7 @@ def per_request(benchmark: Any, app: Any, base: dict[str, Any]) -> None:
 
 @pytest.mark.benchmark(group="validate-1kb")
 def test_validate_msgspec_alone(benchmark: Any) -> None:
-    per_call(benchmark, DECODER.decode, ORDER)
+    time_each_call(benchmark, DECODER.decode, ORDER)
 
 
 @pytest.mark.benchmark(group="validate-1kb")
@@ -294,7 +294,7 @@ def test_validate_scan_and_schema(benchmark: Any) -> None:
         scan_json(ORDER, 64, 200_000)
         return schema.decode(ORDER)
 
-    per_call(benchmark, run)
+    time_each_call(benchmark, run)
 
 
 @pytest.mark.benchmark(group="validate-1kb")
@@ -309,24 +309,24 @@ def test_validate_through_request_layer(benchmark: Any) -> None:
     )
     base = order_environ()
     base[context.ROUTE] = Route("orders", "/orders")
-    per_request(benchmark, layer, base)
+    time_each_request(benchmark, layer, base)
 
 
 @pytest.mark.benchmark(group="validate-1kb")
 def test_validate_self_validating_app(benchmark: Any) -> None:
-    per_request(benchmark, validating_app, order_environ())
+    time_each_request(benchmark, validating_app, order_environ())
 
 
 @pytest.mark.parametrize("stack", ["minimum", "whole"])
 @pytest.mark.benchmark(group="validate-1kb")
 def test_validate_through_shield(benchmark: Any, stack: str) -> None:
     shield = minimum_shield() if stack == "minimum" else whole_shield()
-    per_request(benchmark, shield, order_environ())
+    time_each_request(benchmark, shield, order_environ())
 
 
 @pytest.mark.benchmark(group="validate-1kb")
 def test_validate_pydantic(benchmark: Any) -> None:
-    per_call(benchmark, OrderModel.model_validate_json, ORDER)
+    time_each_call(benchmark, OrderModel.model_validate_json, ORDER)
 
 
 @pytest.mark.benchmark(group="validate-1kb")

@@ -548,8 +548,9 @@ cdef class BufferedInput:
     A read-only binary stream over the body's bytes that reads, seeks and
     iterates as ``io.BytesIO`` does: ``read``, ``read1``, ``readline``,
     ``readlines``, ``readinto``, ``readinto1``, iteration, ``seek``, ``tell`` and
-    ``getvalue``. Writing raises ``io.UnsupportedOperation``. It costs a
-    tenth of a ``BytesIO`` to make.
+    ``getvalue``. Writing raises ``io.UnsupportedOperation``. Made and freed
+    from Python it costs about 470 instructions against 1,100 for a
+    ``BytesIO`` (callgrind); the gate skips ``__init__`` and costs less.
     """
 
     cdef bytes _data
@@ -558,7 +559,7 @@ cdef class BufferedInput:
 
     def __init__(self, data):
         if type(data) is not bytes:
-            raise TypeError(f"BufferedInput needs bytes, not {type(data).__name__}")
+            raise TypeError(f"BufferedInput expected bytes, got {type(data).__name__}")
         self._data = data
         self._position = 0
         self._closed = False

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import operator
+import sys
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -253,7 +254,8 @@ def check_body(
 
 
 _CLOSED = "I/O operation on closed file."
-_SSIZE_MAX = (1 << 63) - 1
+# The C types BytesIO converts positions and whence to: Py_ssize_t and int.
+_SSIZE_MAX = sys.maxsize
 _INT_MAX = (1 << 31) - 1
 
 
@@ -278,7 +280,7 @@ class BufferedInput:
 
     def __init__(self, data: bytes) -> None:
         if type(data) is not bytes:
-            raise TypeError(f"BufferedInput needs bytes, not {type(data).__name__}")
+            raise TypeError(f"BufferedInput expected bytes, got {type(data).__name__}")
         self._data = data
         self._position = 0
         self._closed = False
