@@ -30,7 +30,7 @@ def gate(kernel_mode: str) -> ModuleType:
 
 
 def outcome(function: Any, *args: Any) -> tuple[str, Any]:
-    """Return what a call gave: its value, or the type of what it raised."""
+    """Return a call's value, or the type of the exception it raised."""
     try:
         value = function(*args)
     except Exception as exc:  # the error type is the result
@@ -147,8 +147,8 @@ def test_oversized_positions_raise(gate: ModuleType) -> None:
 
 
 def test_app_reads_buffered_body_by_lines() -> None:
-    # cgi-style apps read the fresh wsgi.input by lines; Werkzeug reads it
-    # by size. Both get the body unchanged.
+    # cgi-style apps read the fresh wsgi.input by lines, and Werkzeug reads
+    # it by size. Both get the body unchanged.
     seen: list[Any] = []
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:

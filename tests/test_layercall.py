@@ -239,7 +239,7 @@ def test_shield_calls_fast_calls() -> None:
 
 
 def test_swapping_a_hop_for_an_app_and_back() -> None:
-    # The request limits hop follows the route hop; replacing it by a plain
+    # The request limits hop follows the route hop. Replacing it by a plain
     # app, then restoring it, sends requests to the layer's current app.
     recorder = Recorder()
     shield = Shield(recorder, policy={"routes": [{"id": "a", "path": "/a"}]})

@@ -352,7 +352,7 @@ def test_many_failing_items_capped() -> None:
     assert len(errors_of(response)) == MAX_FIELD_ERRORS
 
 
-def test_each_failing_scalar_item_and_dict_value_listed() -> None:
+def test_failing_items_and_values_listed() -> None:
     class Survey(msgspec.Struct):
         scores: list[Annotated[int, msgspec.Meta(ge=0)]]
         labels: dict[str, str]
